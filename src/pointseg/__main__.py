@@ -1,0 +1,3 @@
+from pointseg.cli import main
+
+main()

@@ -1,0 +1,103 @@
+"""Load a trained model from a training checkpoint, for evaluation, prediction, serving and export.
+
+A checkpoint written by ``pointseg train`` carries everything inference needs: the network's
+weights, the class schema (names and colours), the band statistics that normalise inputs, the
+model and sliding-window settings, and the best validation mIoU. Loading needs no Lightning and
+never downloads anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pointseg.config import TrainConfig
+from pointseg.datasets import BandStats
+from pointseg.errors import PointsegError
+from pointseg.models import build_model
+from pointseg.schema import ClassSchema
+
+
+@dataclass
+class TrainedModel:
+    """A network in eval mode with what it needs to read images and name its outputs."""
+
+    model: nn.Module
+    schema: ClassSchema
+    band_stats: BandStats
+    config: TrainConfig
+    path: Path
+    val_miou: float | None
+    epoch: int | None
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output classes."""
+        return self.schema.num_classes
+
+    def metadata(self) -> dict[str, Any]:
+        """What ``GET /model`` and reports show about the model."""
+        model = self.config.model
+        return {
+            "checkpoint": self.path.name,
+            "classes": list(self.schema.classes),
+            "colors": ["#{:02X}{:02X}{:02X}".format(*c) for c in self.schema.colors],
+            "input_bands": self.band_stats.num_bands,
+            "arch": model.arch,
+            "encoder": model.encoder,
+            "norm": model.norm,
+            "supervision": self.config.supervision,
+            "points": self.config.points.protocol().describe() if self.config.supervision == "points" else None,
+            "val_miou": self.val_miou,
+            "epoch": self.epoch,
+            "tile": self.config.eval.tile,
+            "overlap": self.config.eval.overlap,
+        }
+
+
+def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
+    """Rebuild the network of a ``pointseg train`` checkpoint and load its weights.
+
+    Raises:
+        PointsegError: if the file is missing, is not a checkpoint, or was not written by pointseg.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PointsegError(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many types (KeyError, UnpicklingError, ...) for bad files
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise PointsegError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {reason})") from error
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not isinstance(hparams, dict) or not {"config", "schema", "band_stats"} <= hparams.keys():
+        raise PointsegError(
+            f"{path}: not a pointseg checkpoint (no config, schema and band statistics); "
+            "expected a checkpoint written by `pointseg train`"
+        )
+    config = TrainConfig.model_validate(hparams["config"])
+    schema = ClassSchema.from_dict(hparams["schema"], source=str(path))
+    band_stats = BandStats(tuple(hparams["band_stats"]["mean"]), tuple(hparams["band_stats"]["std"]))
+    settings = config.model
+    model = build_model(schema.num_classes, band_stats.num_bands, settings.arch, settings.encoder, settings.norm)
+    weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        raise PointsegError(f"{path}: weights do not fit the {settings.arch}/{settings.encoder} network: {error}") from error
+    model.eval().to(device)
+    return TrainedModel(
+        model=model, schema=schema, band_stats=band_stats, config=config, path=path,
+        val_miou=_best_score(checkpoint), epoch=checkpoint.get("epoch"),
+    )
+
+
+def _best_score(checkpoint: dict[str, Any]) -> float | None:
+    for key, state in checkpoint.get("callbacks", {}).items():
+        if key.startswith("ModelCheckpoint") and state.get("best_model_score") is not None:
+            return float(state["best_model_score"])
+    return None

@@ -1,0 +1,291 @@
+"""Command-line interface: parses arguments, calls one function per command, prints results.
+
+Every command reports input problems as one ``error:`` message that names the file or value
+and exits with status 1; heavy modules are imported inside the commands so ``--help`` is quick.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from pointseg.errors import PointsegError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Land-cover segmentation from sparse point labels.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect and fetch datasets.")
+points_app = typer.Typer(no_args_is_help=True, help="Simulate or import sparse point labels.")
+app.add_typer(data_app, name="data")
+app.add_typer(points_app, name="points")
+
+console = Console()
+error_console = Console(stderr=True)
+
+FormatOption = Annotated[str, typer.Option("--format", "-f", help="deepglobe | landcoverai | dubai | folder")]
+SchemaOption = Annotated[
+    Optional[Path], typer.Option("--schema", help="Class schema YAML/JSON (required for --format folder).")
+]
+ImagesDirOption = Annotated[str, typer.Option(help="--format folder: subfolder of images.")]
+MasksDirOption = Annotated[str, typer.Option(help="--format folder: subfolder of masks.")]
+MaskPatternOption = Annotated[str, typer.Option(help="--format folder: mask stem for an image stem.")]
+
+
+@data_app.command("check")
+def data_check(
+    path: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    format: FormatOption,
+    schema: SchemaOption = None,
+    images_dir: ImagesDirOption = "images",
+    masks_dir: MasksDirOption = "masks",
+    mask_pattern: MaskPatternOption = "{stem}",
+) -> None:
+    """Report image count, sizes, bands, dtypes, class shares and every problem; exit 1 on any problem."""
+    from pointseg.datasets import discover_dataset
+    from pointseg.datasets.check import check_dataset, print_report
+
+    discovery = discover_dataset(
+        format, path, schema, images_dir=images_dir, masks_dir=masks_dir, mask_pattern=mask_pattern
+    )
+    report = check_dataset(discovery)
+    print_report(report, console)
+    if report.problems:
+        raise typer.Exit(1)
+
+
+@points_app.command("simulate")
+def points_simulate(
+    path: Annotated[Path, typer.Argument(help="Dataset folder with dense masks.")],
+    format: FormatOption,
+    out: Annotated[Path, typer.Option("--out", help="Folder for <id>.png/.tif, <id>.geojson and summary.json.")],
+    strategy: Annotated[str, typer.Option(help="density | per-class | per-region")] = "density",
+    density: Annotated[float, typer.Option(help="density: fraction of valid pixels, e.g. 0.01.")] = 0.01,
+    per_class: Annotated[int, typer.Option(help="per-class: points per class present.")] = 10,
+    min_area: Annotated[int, typer.Option(help="per-region: smallest region (pixels) that gets a point.")] = 100,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same points.")] = 0,
+    schema: SchemaOption = None,
+    images_dir: ImagesDirOption = "images",
+    masks_dir: MasksDirOption = "masks",
+    mask_pattern: MaskPatternOption = "{stem}",
+) -> None:
+    """Simulate sparse point labels from dense masks, reproducibly from a seed."""
+    from pointseg.datasets import discover_dataset
+    from pointseg.point_maps import simulate_dataset_points
+    from pointseg.points import PointProtocol
+    from pointseg.raster import staged_directory
+
+    protocol = PointProtocol(strategy, density, per_class, min_area, seed)  # type: ignore[arg-type]
+    discovery = discover_dataset(
+        format, path, schema, images_dir=images_dir, masks_dir=masks_dir, mask_pattern=mask_pattern
+    )
+    with staged_directory(out) as staging:
+        summary = simulate_dataset_points(discovery, protocol, staging)
+    totals = summary.to_dict()
+    console.print(
+        f"{totals['points']:,} points ({protocol.describe()}, seed {seed}) on {totals['images']} image(s) -> {out}"
+    )
+    console.print("per class: " + ", ".join(f"{k} {v:,}" for k, v in totals["points_per_class"].items()))
+
+
+@points_app.command("import")
+def points_import(
+    points: Annotated[Path, typer.Argument(help="Points clicked in a GIS: .geojson, .csv or .gpkg.")],
+    image: Annotated[Path, typer.Option("--image", help="The raster the points label.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for <image stem>.png/.tif, .geojson, summary.json.")],
+    format: Annotated[Optional[str], typer.Option("--format", "-f", help="Use this dataset's class schema.")] = None,
+    schema: SchemaOption = None,
+    points_crs: Annotated[
+        Optional[str], typer.Option(help="CRS of the points when the file does not say (e.g. EPSG:4326, or 'pixel').")
+    ] = None,
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Drop points outside the image, of unknown class or duplicated.")
+    ] = False,
+) -> None:
+    """Turn points clicked in a GIS into a sparse label map on the image's pixel grid."""
+    from pointseg.datasets import resolve_schema
+    from pointseg.point_maps import import_point_file
+    from pointseg.raster import staged_directory
+
+    class_schema = resolve_schema(format, schema)
+    with staged_directory(out) as staging:
+        summary, report = import_point_file(points, image, class_schema, staging, points_crs, skip_invalid)
+    console.print(report.summary(), highlight=False)
+    console.print(f"{int(summary.points_per_class.sum()):,} points written -> {out}")
+
+
+@app.command("train")
+def train_command(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML config (see configs/).")],
+    set_: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Override a setting: key.path=value (repeatable).")
+    ] = None,
+    resume: Annotated[
+        Optional[Path], typer.Option("--resume", help="Continue a run: its folder or a checkpoint file.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+) -> None:
+    """Train on point labels (or dense masks); validate by macro mIoU on dense masks."""
+    from pointseg.config import load_config
+    from pointseg.training import train
+
+    settings = load_config(config, set_ or [])
+    run_dir = train(settings, resume=resume, progress=progress)
+    console.print(f"run folder: {run_dir}")
+
+
+@app.command("evaluate")
+def evaluate_command(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A checkpoint from `pointseg train`.")],
+    data: Annotated[Path, typer.Option("--data", help="Dataset folder with dense masks.")],
+    format: FormatOption,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON here.")] = None,
+    select: Annotated[
+        Optional[list[str]], typer.Option("--select", help="Only these ids/groups (wildcards; repeatable).")
+    ] = None,
+    split: Annotated[Optional[str], typer.Option(help="LandCover.ai: train | val | test list.")] = None,
+    schema: SchemaOption = None,
+    tile: Annotated[Optional[int], typer.Option(help="Sliding-window tile (default: the training config's).")] = None,
+    overlap: Annotated[Optional[float], typer.Option(help="Tile overlap fraction (default: training's).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    precision: Annotated[str, typer.Option(help="fp32 | bf16")] = "fp32",
+) -> None:
+    """Macro mIoU, per-class IoU, accuracy and confusion matrix on whole images' dense masks."""
+    from rich.progress import Progress
+
+    from pointseg.checkpoint import load_trained_model
+    from pointseg.datasets import discover_dataset, select_refs
+    from pointseg.evaluation import evaluate_model
+    from pointseg.training import write_json
+
+    precision = check_choice("--precision", precision, ("fp32", "bf16"))
+    trained = load_trained_model(checkpoint, device)
+    discovery = discover_dataset(format, data, schema, split=split)
+    refs = discovery.require_usable()
+    if select:
+        refs = select_refs(refs, select, "--select")
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("evaluating", total=len(refs))
+        report = evaluate_model(
+            trained, refs, discovery.schema, tile, overlap, batch_size, device, precision,  # type: ignore[arg-type]
+            on_image=lambda ref: bar.advance(task),
+        )
+    console.print(report.to_table(title=f"{checkpoint} on {len(refs)} image(s) of {data}"))
+    if json_out is not None:
+        write_json(json_out, {**report.to_dict(), "images": [ref.id for ref in refs], "checkpoint": str(checkpoint)})
+        console.print(f"report: {json_out}")
+
+
+plot_app = typer.Typer(no_args_is_help=True, help="Figures (PNG).")
+app.add_typer(plot_app, name="plot")
+
+
+@plot_app.command("prediction")
+def plot_prediction_command(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A checkpoint from `pointseg train`.")],
+    data: Annotated[Path, typer.Option("--data", help="Dataset folder with dense masks.")],
+    format: FormatOption,
+    select: Annotated[list[str], typer.Option("--select", help="Ids/groups to plot (wildcards).")],
+    out: Annotated[Path, typer.Option("--out", help="A .png (one image) or a folder for <id>.png figures.")],
+    schema: SchemaOption = None,
+    tile: Annotated[Optional[int], typer.Option(help="Sliding-window tile (default: training's).")] = None,
+    overlap: Annotated[Optional[float], typer.Option(help="Tile overlap (default: training's).")] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+) -> None:
+    """Image | ground truth | prediction of a model, one figure per selected image."""
+    from pointseg.checkpoint import load_trained_model
+    from pointseg.datasets import discover_dataset, select_refs
+    from pointseg.plots import plot_model_predictions
+
+    trained = load_trained_model(checkpoint, device)
+    discovery = discover_dataset(format, data, schema)
+    refs = select_refs(discovery.require_usable(), select, "--select")
+    plot_model_predictions(
+        trained, refs, discovery.schema, out, tile, overlap, device=device,
+        on_image=lambda path: console.print(f"figure: {path}", soft_wrap=True),
+    )
+
+
+@plot_app.command("points")
+def plot_points_command(
+    image: Annotated[Path, typer.Option("--image", help="The image the points label.")],
+    points: Annotated[Path, typer.Option("--points", help="Point label map .png/.tif (255 = unlabelled).")],
+    out: Annotated[Path, typer.Option("--out", help="PNG to write.")],
+    format: Annotated[Optional[str], typer.Option("--format", "-f", help="This dataset's classes.")] = None,
+    schema: SchemaOption = None,
+) -> None:
+    """Sparse point labels over the image, and the point label map, with per-class counts."""
+    from pointseg.datasets import resolve_schema
+    from pointseg.plots import plot_points_file
+
+    console.print(f"figure: {plot_points_file(image, points, resolve_schema(format, schema), out)}", soft_wrap=True)
+
+
+@plot_app.command("curves")
+def plot_curves_command(
+    run: Annotated[Path, typer.Argument(help="A run folder, or its metrics.csv.")],
+    out: Annotated[Path, typer.Option("--out", help="PNG to write.")],
+) -> None:
+    """Training loss and validation mIoU (and per-class IoU) of a training run."""
+    from pointseg.plots import plot_training_curves
+
+    plot_training_curves(run, out)
+    console.print(f"figure: {out}", soft_wrap=True)
+
+
+@plot_app.command("density")
+def plot_density_command(
+    results: Annotated[Path, typer.Argument(help="CSV: regime,labelled_fraction,miou_mean,miou_std,dense.")],
+    out: Annotated[Path, typer.Option("--out", help="PNG to write.")],
+    title: Annotated[Optional[str], typer.Option(help="Figure title.")] = None,
+) -> None:
+    """Plot mIoU against the labelled-pixel fraction (log scale), dense masks as a reference line."""
+    from pointseg.plots import plot_density_curve
+
+    plot_density_curve(results, out, title)
+    console.print(f"figure: {out}", soft_wrap=True)
+
+
+def check_choice(option: str, value: str, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``.
+
+    Raises:
+        PointsegError: naming the option, the value and the choices.
+    """
+    if value not in choices:
+        raise PointsegError(f"{option} {value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+def main() -> None:
+    """Entry point of the ``pointseg`` console script."""
+    try:
+        # Without standalone mode, click returns a command's `raise typer.Exit(n)` as n instead of exiting.
+        status = app(standalone_mode=False)
+    except PointsegError as error:
+        error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except click_exceptions() as error:
+        error.show()  # type: ignore[attr-defined]
+        sys.exit(error.exit_code)  # type: ignore[attr-defined]
+    except KeyboardInterrupt:
+        error_console.print("interrupted")
+        sys.exit(130)
+    if type(status) is int and status != 0:
+        sys.exit(status)
+
+
+def click_exceptions() -> tuple[type[Exception], ...]:
+    """Usage errors from click (bad options), shown as click shows them.
+
+    Recent typer releases vendor click: their usage errors derive from ``typer.TyperException``, not
+    from ``click.ClickException``.
+    """
+    import click
+
+    vendored = getattr(typer, "TyperException", None)
+    return (click.ClickException,) if vendored is None else (click.ClickException, vendored)

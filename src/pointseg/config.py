@@ -1,0 +1,240 @@
+"""Typed settings for training and experiments: YAML in, validated once, YAML out.
+
+A config file is YAML whose sections mirror the classes below. ``extends: base.yaml`` (relative
+to the file) starts from another config and deep-merges this file's keys over it. ``--set key=value`` overrides any
+field by its dotted path (``--set optim.lr=0.001 --set data.val=[855]``); values are parsed as YAML.
+Unknown keys and wrong types are errors that name the field, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pointseg.errors import PointsegError
+from pointseg.points import PointProtocol
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class DataConfig(Section):
+    """Where the data is and how it is split, cropped and batched."""
+
+    format: Literal["deepglobe", "landcoverai", "dubai", "folder"]
+    root: Path
+    schema_file: Path | None = Field(None, alias="schema", description="class schema file; required for 'folder'")
+    images_dir: str = "images"
+    masks_dir: str = "masks"
+    mask_pattern: str = "{stem}"
+    train: list[str] | None = Field(None, description="ids/groups to train on; default: all not in val or test")
+    val: list[str] = Field(default_factory=list, description="ids/groups (wildcards allowed) for validation")
+    test: list[str] = Field(default_factory=list, description="ids/groups held out for `pointseg evaluate`")
+    crop_size: int = Field(512, ge=32, description="training crops, read from disk as windows")
+    crops_per_image: int = Field(8, ge=1, description="random crops per training image per epoch")
+    batch_size: int = Field(8, ge=1)
+    num_workers: int = Field(2, ge=0)
+    band_stats_images: int = Field(64, ge=1, description="training images used to estimate band mean/std")
+
+
+class PointsConfig(Section):
+    """How sparse labels are made: simulated from the dense masks, or read from a folder."""
+
+    strategy: Literal["density", "per-class", "per-region"] = "density"
+    density: float = Field(0.01, gt=0, le=1)
+    per_class: int = Field(10, ge=1)
+    min_area: int = Field(100, ge=1)
+    seed: int = 0
+    directory: Path | None = Field(None, description="read <id>.tif/.png point maps from here instead")
+
+    def protocol(self) -> PointProtocol:
+        """The simulation protocol these settings describe."""
+        return PointProtocol(
+            strategy=self.strategy,
+            density=self.density,
+            per_class=self.per_class,
+            min_area=self.min_area,
+            seed=self.seed,
+        )
+
+
+class ModelConfig(Section):
+    """The network (see :func:`pointseg.models.build_model`)."""
+
+    arch: Literal["deeplabv3plus", "deeplabv3"] = "deeplabv3plus"
+    encoder: str = "resnet50"
+    norm: Literal["group", "batch"] = "group"
+    weights: str | None = Field(None, description="None, a local weights file, or a hub name such as 'imagenet'")
+
+
+class LossConfig(Section):
+    """The training loss: partial CE (``pce``), partial focal CE (``pfce``) or dense CE (``ce``)."""
+
+    name: Literal["pce", "pfce", "ce"] = "pce"
+    gamma: float = Field(2.0, ge=0)
+    class_weights: list[float] | None = None
+
+
+class OptimConfig(Section):
+    """Optimiser and learning-rate schedule."""
+
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["none", "cosine", "poly", "plateau"] = "none"
+    poly_power: float = 0.9
+    plateau_patience: int = 5
+
+
+class AugmentConfig(Section):
+    """Batch augmentation (kornia), applied on the training device."""
+
+    enabled: bool = True
+    flips: bool = True
+    rotate90: bool = True
+    color_jitter: float = Field(0.1, ge=0, le=0.5, description="brightness/contrast/saturation strength")
+    random_crop: float = Field(0.0, ge=0, le=0.5, description="max shift of a random crop, as a fraction of the side")
+
+
+class TrainerConfig(Section):
+    """Settings passed to Lightning's Trainer."""
+
+    max_epochs: int = Field(50, ge=1)
+    max_steps: int = -1
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    gradient_clip_val: float | None = 1.0
+    early_stopping_patience: int | None = Field(None, ge=1, description="epochs without val mIoU gain")
+    check_val_every_n_epoch: int = 1
+    log_every_n_steps: int = 10
+    deterministic: bool = False
+    limit_train_batches: int | float | None = None
+
+
+class EvalConfig(Section):
+    """Sliding-window settings for validation and evaluation on whole images."""
+
+    tile: int = Field(512, ge=32)
+    overlap: float = Field(0.25, ge=0, lt=1)
+    batch_size: int = Field(4, ge=1)
+
+
+class TrainConfig(Section):
+    """Everything a training run needs."""
+
+    data: DataConfig
+    supervision: Literal["dense", "points"] = "points"
+    points: PointsConfig = Field(default_factory=PointsConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    seed: int = 0
+    output_dir: Path = Path("runs")
+    run_name: str | None = None
+
+    @model_validator(mode="after")
+    def _dense_loss_needs_dense_labels(self) -> TrainConfig:
+        if self.loss.name == "ce" and self.supervision == "points":
+            raise ValueError("loss 'ce' is dense cross-entropy; with supervision 'points' use 'pce' or 'pfce'")
+        return self
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (values parsed as YAML) to nested config data.
+
+    Raises:
+        PointsegError: for an override without ``=``.
+    """
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep or not key:
+            raise PointsegError(f"--set '{override}': expected key=value, e.g. optim.lr=0.001")
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise PointsegError(f"--set '{override}': '{part}' is a value, not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return data
+
+
+def parse_config(data: Any, source: str) -> TrainConfig:
+    """Validate config data, turning pydantic's errors into one message that names each field.
+
+    Raises:
+        PointsegError: listing every invalid field with what was found and what was expected.
+    """
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as error:
+        lines = []
+        for item in error.errors():
+            field = ".".join(str(part) for part in item["loc"]) or "(top level)"
+            found = f" (found {item['input']!r})" if "input" in item and not isinstance(item["input"], dict) else ""
+            lines.append(f"  {field}: {item['msg']}{found}")
+        raise PointsegError(f"{source}: invalid config:\n" + "\n".join(lines)) from error
+
+
+def read_config_data(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a config file as plain data, resolving ``extends`` chains.
+
+    Raises:
+        PointsegError: for a missing or unparsable file, a non-mapping, or a cycle of ``extends``.
+    """
+    if path.resolve() in seen:
+        raise PointsegError(f"{path}: 'extends' forms a cycle: {' -> '.join(map(str, seen))}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as error:
+        raise PointsegError(f"{path}: cannot read config ({error.strerror})") from error
+    except yaml.YAMLError as error:
+        raise PointsegError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(data, dict):
+        raise PointsegError(f"{path}: a config is a YAML mapping of sections, found {type(data).__name__}")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    return deep_merge(read_config_data(path.parent / str(base), (*seen, path.resolve())), data)
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` with ``override``'s keys merged in, recursively for nested mappings."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config (with ``extends``), apply ``--set`` overrides, validate.
+
+    Relative paths in the config (data root, points directory, output folder) are relative to the
+    working directory, as on the command line.
+
+    Raises:
+        PointsegError: for a missing or unparsable file, or invalid settings.
+    """
+    path = Path(path)
+    return parse_config(apply_overrides(read_config_data(path), overrides or []), str(path))
+
+
+def dump_config(config: TrainConfig) -> str:
+    """Return the resolved config as YAML (the form a run folder keeps)."""
+    return yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=False)

@@ -1,0 +1,77 @@
+"""LandCover.ai v1: Polish orthophotos (EPSG:2180) in ``images/*.tif`` with ``masks/*.tif``.
+
+The dataset's own ``split.py`` cuts each orthophoto into non-overlapping 512x512 tiles in
+row-major order, numbers them ``<stem>_<k>`` counting the dropped edge tiles too, and keeps only
+full tiles; ``train.txt``, ``val.txt`` and ``test.txt`` list tile names. pointseg reads the same
+tiles as windows of the original GeoTIFFs, so each tile keeps its CRS and transform.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rasterio.windows import Window
+
+from pointseg.datasets.base import Discovery, SampleRef, pair_files, require_directory
+from pointseg.errors import PointsegError
+from pointseg.raster import raster_info
+from pointseg.schema import ClassSchema
+
+TILE_SIZE = 512
+SPLITS = ("train", "val", "test")
+
+SCHEMA = ClassSchema(
+    name="landcoverai",
+    classes=("background", "building", "woodland", "water", "road"),
+    colors=((222, 222, 170), (220, 20, 60), (34, 139, 34), (30, 144, 255), (128, 128, 128)),
+    mask_encoding="index",
+)
+
+
+def tile_windows(height: int, width: int, tile_size: int = TILE_SIZE) -> list[tuple[int, Window]]:
+    """Return ``(k, window)`` for every full tile, numbered as the dataset's ``split.py`` numbers them."""
+    tiles = []
+    k = 0
+    for row in range(0, height, tile_size):
+        for col in range(0, width, tile_size):
+            if row + tile_size <= height and col + tile_size <= width:
+                tiles.append((k, Window(col, row, tile_size, tile_size)))
+            k += 1
+    return tiles
+
+
+def read_split_lists(root: Path) -> dict[str, set[str]]:
+    """Read whichever of ``train.txt``/``val.txt``/``test.txt`` exist in ``root``."""
+    return {
+        split: {line.strip() for line in (root / f"{split}.txt").read_text().splitlines() if line.strip()}
+        for split in SPLITS
+        if (root / f"{split}.txt").is_file()
+    }
+
+
+def discover(root: Path, require_masks: bool = True, split: str | None = None) -> Discovery:
+    """Find orthophotos and cut them into tiles.
+
+    Args:
+        root: Folder with ``images/``, ``masks/`` and optionally the split lists.
+        require_masks: Report images without a mask as problems.
+        split: Keep only the tiles listed in ``<split>.txt`` (``train``, ``val`` or ``test``).
+    """
+    require_directory(root / "images", "LandCover.ai's images/*.tif (and masks/*.tif)")
+    images = {p.stem: p for p in (root / "images").glob("*.tif")}
+    masks = {p.stem: p for p in (root / "masks").glob("*.tif")} if (root / "masks").is_dir() else {}
+    pairs, problems = pair_files(images, masks, require_masks)
+    lists = read_split_lists(root)
+    if split is not None and split not in lists:
+        raise PointsegError(f"{root}: split '{split}' requested but {root / (split + '.txt')} does not exist")
+    wanted = lists.get(split) if split is not None else None
+    refs = []
+    for stem, image, mask in pairs:
+        info = raster_info(image)
+        for k, window in tile_windows(info.height, info.width):
+            tile_id = f"{stem}_{k}"
+            if wanted is None or tile_id in wanted:
+                refs.append(
+                    SampleRef(id=tile_id, image_path=image, mask_path=mask, group=stem, window=window)
+                )
+    return Discovery("LandCover.ai", root, SCHEMA, refs, problems)

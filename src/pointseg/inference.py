@@ -1,0 +1,327 @@
+"""Sliding-window prediction over images of any size, with smooth blending and bounded memory.
+
+Tiles of ``tile`` pixels step by ``stride = tile * (1 - overlap)``. Each tile's softmax
+probabilities are weighted by a cosine-tapered window (flat in the middle, raised-cosine ramps
+over the overlap, never zero) and summed; dividing by the summed weights blends neighbours
+without seams. Parts of tiles outside the image are filled by reflection, and the grid starts
+half an overlap before the image so border pixels also get context on every side.
+
+Memory does not grow with the raster: tile rows are processed from top to bottom and, within a
+row, batches of tiles from left to right. Only the ``tile - stride`` rows that the next tile row
+will add to are carried over, and finished pixels are handed to a sink block by block. Sources
+read windows, so a 20 000 x 20 000 GeoTIFF is never held in memory.
+
+The same predictor serves validation, ``pointseg evaluate``, ``pointseg predict`` and the HTTP
+API, so all of them see the same tiling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.windows import Window
+from torch import nn
+
+from pointseg.datasets import BandStats
+from pointseg.errors import PointsegError
+from pointseg.raster import open_raster, read_pixels
+
+Precision = Literal["fp32", "bf16"]
+WHOLE_READ_DRIVERS = ("JPEG", "PNG")  # stream-compressed formats: read once, not window by window
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+"""Maps a ``(B, C, tile, tile)`` float32 batch to ``(B, K, tile, tile)`` logits."""
+
+
+class ImageSource(Protocol):
+    """Normalised pixels of one image, read by window."""
+
+    @property
+    def height(self) -> int:
+        """Image height in pixels."""
+        ...
+
+    @property
+    def width(self) -> int:
+        """Image width in pixels."""
+        ...
+
+    def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
+        """Return ``(C, height, width)`` float32 normalised pixels of a window inside the image."""
+        ...
+
+
+class BlockSink(Protocol):
+    """Receives finished, blended class probabilities block by block, in row-major order of tile rows."""
+
+    def write(self, row: int, col: int, probabilities: torch.Tensor) -> None:
+        """Take ``(K, h, w)`` float32 probabilities for image rows ``row..row+h`` and columns ``col..col+w``."""
+        ...
+
+
+@dataclass(frozen=True)
+class ArraySource:
+    """An in-memory ``(C, H, W)`` image (already normalised)."""
+
+    image: np.ndarray
+
+    @property
+    def height(self) -> int:
+        """Image height in pixels."""
+        return int(self.image.shape[1])
+
+    @property
+    def width(self) -> int:
+        """Image width in pixels."""
+        return int(self.image.shape[2])
+
+    def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
+        """Return a window of the image."""
+        return self.image[:, row : row + height, col : col + width]
+
+
+class RasterSource:
+    """Normalised windows of an open raster (optionally of one window of it, e.g. a dataset tile).
+
+    JPEG and PNG files cannot be read by window without decoding from their start, so they are
+    read whole once; GeoTIFFs are read window by window.
+    """
+
+    def __init__(self, dataset: rasterio.io.DatasetReader, band_stats: BandStats, window: Window | None = None):
+        self.dataset = dataset
+        self.band_stats = band_stats
+        self.window = window or Window(0, 0, dataset.width, dataset.height)
+        self.height = int(self.window.height)
+        self.width = int(self.window.width)
+        if dataset.count != band_stats.num_bands:
+            raise PointsegError(
+                f"{dataset.name}: {dataset.count} band(s), but the model takes {band_stats.num_bands}"
+            )
+        self._whole = None
+        if dataset.driver in WHOLE_READ_DRIVERS:
+            self._whole = band_stats.normalize(read_pixels(dataset, self.window), dataset.name)
+
+    def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
+        """Return ``(C, height, width)`` normalised pixels of a window of the source."""
+        if self._whole is not None:
+            return self._whole[:, row : row + height, col : col + width]
+        window = Window(self.window.col_off + col, self.window.row_off + row, width, height)
+        return self.band_stats.normalize(read_pixels(self.dataset, window), self.dataset.name)
+
+
+@contextlib.contextmanager
+def open_source(path: str | Path, band_stats: BandStats, window: Window | None = None) -> Iterator[RasterSource]:
+    """Open a raster file as a :class:`RasterSource`."""
+    with open_raster(path) as dataset:
+        yield RasterSource(dataset, band_stats, window)
+
+
+def torch_forward(model: nn.Module, device: torch.device | str = "cpu", precision: Precision = "fp32") -> Forward:
+    """The fast inference path: eval mode, ``inference_mode``, channels_last, optional bf16 autocast."""
+    device = torch.device(device)
+    model = model.eval().to(device, memory_format=torch.channels_last)
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+            return model(batch.to(device).contiguous(memory_format=torch.channels_last))
+
+    return forward
+
+
+class LabelSink:
+    """Collects ``(H, W)`` uint8 labels (argmax) and optionally the max-softmax confidence, in memory."""
+
+    def __init__(self, height: int, width: int, with_confidence: bool = False) -> None:
+        self.labels = np.zeros((height, width), dtype=np.uint8)
+        self.confidence = np.zeros((height, width), dtype=np.float32) if with_confidence else None
+
+    def write(self, row: int, col: int, probabilities: torch.Tensor) -> None:
+        """Store argmax labels (and confidence) of a block."""
+        confidence, labels = probabilities.max(dim=0)
+        height, width = labels.shape
+        self.labels[row : row + height, col : col + width] = labels.numpy()
+        if self.confidence is not None:
+            self.confidence[row : row + height, col : col + width] = confidence.numpy()
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Tile origins along one axis: ``start + i * stride`` for ``i < count`` (may begin before 0)."""
+
+    start: int
+    stride: int
+    count: int
+    tile: int
+
+    @classmethod
+    def along(cls, length: int, tile: int, stride: int) -> TileGrid:
+        """Grid covering ``length`` pixels, starting half an overlap before pixel 0."""
+        margin = (tile - stride) // 2
+        count = max(1, math.ceil((length + 2 * margin - tile) / stride) + 1)
+        return cls(start=-margin, stride=stride, count=count, tile=tile)
+
+    def origin(self, index: int) -> int:
+        """Position of tile ``index`` (image coordinates)."""
+        return self.start + index * self.stride
+
+    @property
+    def end(self) -> int:
+        """One past the last pixel that any tile covers."""
+        return self.origin(self.count - 1) + self.tile
+
+
+def blend_window(tile: int, ramp: int) -> torch.Tensor:
+    """Return a ``(tile, tile)`` weight window: 1 in the middle, raised-cosine ramps of ``ramp`` px at the edges.
+
+    The ramp values are ``sin^2(pi * (i + 0.5) / (2 * ramp))``: strictly positive, so every pixel has
+    weight, and two ramps that overlap by ``ramp`` pixels add up to 1.
+    """
+    profile = torch.ones(tile, dtype=torch.float32)
+    if ramp > 0:
+        rising = torch.sin(math.pi * (torch.arange(ramp, dtype=torch.float32) + 0.5) / (2 * ramp)) ** 2
+        profile[:ramp] = rising
+        profile[tile - ramp :] = rising.flip(0)
+    return profile[:, None] * profile[None, :]
+
+
+def read_reflected(source: ImageSource, row: int, col: int, height: int, width: int) -> np.ndarray:
+    """Read a window that may reach past the image, filling the outside by reflection."""
+    top, left = max(row, 0), max(col, 0)
+    bottom, right = min(row + height, source.height), min(col + width, source.width)
+    inside = np.asarray(source.read(top, left, bottom - top, right - left), dtype=np.float32)
+    pad = ((0, 0), (top - row, row + height - bottom), (left - col, col + width - right))
+    if any(before or after for before, after in pad):
+        if min(inside.shape[1:]) > 1:
+            inside = np.pad(inside, pad, mode="reflect")
+        else:  # a 1-px strip cannot reflect
+            inside = np.pad(inside, pad, mode="edge")
+    return inside
+
+
+class SlidingWindowPredictor:
+    """Blend tiled model outputs over an image of any size (see the module docstring).
+
+    Args:
+        forward: The model: ``(B, C, tile, tile)`` float32 -> ``(B, K, tile, tile)`` logits.
+        num_classes: K.
+        tile: Tile side in pixels.
+        overlap: Fraction of a tile shared with each neighbour, in ``[0, 0.5]``.
+        batch_size: Tiles per forward call.
+        device: Where tiles are sent for ``forward``; blending happens on the CPU.
+    """
+
+    def __init__(
+        self,
+        forward: Forward,
+        num_classes: int,
+        tile: int = 512,
+        overlap: float = 0.25,
+        batch_size: int = 4,
+        device: torch.device | str = "cpu",
+    ):
+        if not 0 <= overlap <= 0.5:
+            raise PointsegError(f"overlap {overlap}: expected a fraction between 0 and 0.5")
+        if tile < 16:
+            raise PointsegError(f"tile {tile}: expected at least 16 pixels")
+        if batch_size < 1:
+            raise PointsegError(f"batch size {batch_size}: expected at least 1")
+        self.forward = forward
+        self.num_classes = num_classes
+        self.tile = tile
+        self.stride = max(1, tile - round(tile * overlap))
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.window = blend_window(tile, tile - self.stride)
+        self._device_window = self.window.to(self.device)
+        self.uniform_weights = self.stride == tile
+
+    def count_tiles(self, height: int, width: int) -> int:
+        """Number of tiles (forward passes of one tile) for an image of this size."""
+        return TileGrid.along(height, self.tile, self.stride).count * TileGrid.along(width, self.tile, self.stride).count
+
+    def predict(self, source: ImageSource, sink: BlockSink, on_tiles: Callable[[int], None] | None = None) -> None:
+        """Predict ``source`` and hand every pixel's blended class probabilities to ``sink`` exactly once.
+
+        Args:
+            source: The normalised image.
+            sink: Receives ``(K, h, w)`` probability blocks.
+            on_tiles: Called with the number of tiles just processed (for progress bars).
+        """
+        tile, stride, classes = self.tile, self.stride, self.num_classes
+        rows = TileGrid.along(source.height, tile, stride)
+        cols = TileGrid.along(source.width, tile, stride)
+        carry_rows = tile - stride
+        col_offset = -cols.start  # accumulator column = image column + col_offset
+        padded_width = cols.end + col_offset
+        # Channels 0..K-1 hold weighted probabilities, channel K the summed weights.
+        carry = torch.zeros(classes + 1, carry_rows, padded_width) if carry_rows and rows.count > 1 else None
+        for row_index in range(rows.count):
+            y0 = rows.origin(row_index)
+            last_row = row_index == rows.count - 1
+            final_rows = tile if last_row else stride
+            pending = torch.zeros(classes + 1, tile, 0)
+            pending_start = 0  # accumulator column of pending[..., 0]
+            new_carry = torch.zeros_like(carry) if carry is not None and not last_row else None
+            for first in range(0, cols.count, self.batch_size):
+                indices = range(first, min(first + self.batch_size, cols.count))
+                x_first, x_last = cols.origin(indices[0]), cols.origin(indices[-1])
+                span = read_reflected(source, y0, x_first, tile, x_last + tile - x_first)
+                batch = np.stack([span[:, :, x - x_first : x - x_first + tile] for x in (cols.origin(i) for i in indices)])
+                logits = self.forward(torch.from_numpy(batch).to(self.device, non_blocking=True))
+                probabilities = torch.softmax(logits.float(), dim=1)
+                if not self.uniform_weights:
+                    probabilities = probabilities * self._device_window
+                probabilities = probabilities.cpu()
+                end = x_last + tile + col_offset
+                grown = torch.zeros(classes + 1, tile, end - pending_start)
+                grown[:, :, : pending.shape[2]] = pending
+                for k, i in enumerate(indices):
+                    a = cols.origin(i) + col_offset - pending_start
+                    grown[:classes, :, a : a + tile] += probabilities[k]
+                    grown[classes, :, a : a + tile] += self.window
+                pending = grown
+                # Columns left of the next tile are final for this tile row.
+                done = (cols.origin(indices[-1] + 1) + col_offset if indices[-1] + 1 < cols.count else end) - pending_start
+                block = pending[:, :, :done]
+                a, b = pending_start, pending_start + done
+                if carry is not None:
+                    block[:, :carry_rows] += carry[:, :, a:b]
+                if new_carry is not None:
+                    new_carry[:, :, a:b] = block[:, stride:]
+                self._emit(sink, source, block[:, :final_rows], y0, a - col_offset)
+                pending = pending[:, :, done:]
+                pending_start = b
+                if on_tiles is not None:
+                    on_tiles(len(indices))
+            carry = new_carry
+
+    def _emit(self, sink: BlockSink, source: ImageSource, block: torch.Tensor, y0: int, x0: int) -> None:
+        top, left = max(y0, 0), max(x0, 0)
+        bottom = min(y0 + block.shape[1], source.height)
+        right = min(x0 + block.shape[2], source.width)
+        if bottom <= top or right <= left:
+            return
+        inside = block[:, top - y0 : bottom - y0, left - x0 : right - x0]
+        sink.write(top, left, inside[: self.num_classes] / inside[self.num_classes])
+
+
+def predict_labels(
+    forward: Forward,
+    image: np.ndarray,
+    num_classes: int,
+    tile: int = 512,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+) -> np.ndarray:
+    """Predict ``(H, W)`` uint8 labels for an in-memory ``(C, H, W)`` normalised image."""
+    sink = LabelSink(image.shape[1], image.shape[2])
+    SlidingWindowPredictor(forward, num_classes, tile, overlap, batch_size).predict(ArraySource(image), sink)
+    return sink.labels

@@ -1,0 +1,272 @@
+"""Losses for training from sparse point labels, and the ordinary dense cross-entropy.
+
+The mathematics lives in pure functions (:func:`partial_cross_entropy`,
+:func:`partial_focal_cross_entropy`, :func:`dense_cross_entropy`); the ``nn.Module`` classes
+only hold settings and call them. :func:`build_loss` picks one by name.
+
+Every loss takes ``logits`` of shape ``(B, C, H, W)`` (unnormalised class scores) and ``target``
+of shape ``(B, H, W)`` (int64 class indices in ``0..C-1``, or ``IGNORE_INDEX`` = 255 on pixels
+without a label). The partial losses are computed in float32 even when the logits are bfloat16
+or float16, and even inside an autocast region.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pointseg.errors import PointsegError
+from pointseg.schema import IGNORE_INDEX
+
+LOSS_NAMES = ("pce", "pfce", "ce")
+"""Names accepted by :func:`build_loss`: partial CE, partial focal CE, dense CE."""
+
+
+def _labelled_nll(
+    logits: Tensor, target: Tensor, ignore_index: int, weight: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Per-pixel negative log-likelihood in float32, safe at unlabelled pixels.
+
+    Returns:
+        ``nll`` ``(B, H, W)`` float32 (its value at unlabelled pixels is meaningless and must be
+        masked out with :func:`torch.where`), ``labelled`` ``(B, H, W)`` bool, and the per-pixel
+        class weight ``(B, H, W)`` float32 or None.
+    """
+    if logits.ndim != 4 or target.shape != (logits.shape[0], *logits.shape[2:]):
+        raise ValueError(
+            f"expected logits (B, C, H, W) and target (B, H, W), got {tuple(logits.shape)} "
+            f"and {tuple(target.shape)}"
+        )
+    num_classes = logits.shape[1]
+    if weight is not None and weight.shape != (num_classes,):
+        raise PointsegError(
+            f"class_weights has {weight.numel()} value(s) but the model predicts {num_classes} "
+            "classes; give one weight per class"
+        )
+    labelled = target != ignore_index
+    # Unlabelled pixels hold ignore_index (255), which would index out of range: use class 0 there
+    # and drop those pixels afterwards.
+    safe_target = torch.where(labelled, target, torch.zeros_like(target)).long()
+    log_probs = F.log_softmax(logits.float(), dim=1)
+    nll = -log_probs.gather(1, safe_target.unsqueeze(1)).squeeze(1)
+    pixel_weight = None if weight is None else weight.to(device=nll.device, dtype=torch.float32)[safe_target]
+    return nll, labelled, pixel_weight
+
+
+def _mean_over_labelled(per_pixel: Tensor, labelled: Tensor, eps: float) -> Tensor:
+    """Sum ``per_pixel`` over labelled pixels and divide by their count (+ ``eps``)."""
+    total = torch.where(labelled, per_pixel, torch.zeros_like(per_pixel)).sum()
+    return total / (labelled.sum() + eps)
+
+
+def partial_cross_entropy(
+    logits: Tensor,
+    target: Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    weight: Tensor | None = None,
+    eps: float = 1e-8,
+) -> Tensor:
+    r"""Cross-entropy averaged over the labelled pixels only (partial CE).
+
+    .. math::
+
+        L = \frac{\sum_{i \in \Omega_L} w_{y_i} \, (-\log p_{i, y_i})}{|\Omega_L| + \epsilon}
+
+    where :math:`\Omega_L` is the set of labelled pixels (``target != ignore_index``) over the
+    whole batch and :math:`p_i = \mathrm{softmax}(\text{logits}_i)`.
+
+    With class weights the normaliser stays the number of labelled pixels
+    :math:`|\Omega_L|`. This is not the normalisation of ``torch.nn.functional.cross_entropy``,
+    which divides a weighted sum by the sum of the weights :math:`\sum_i w_{y_i}`; dividing by the
+    pixel count keeps the loss scale independent of which classes a batch happens to contain, so
+    a weight of 2 really doubles that class's contribution.
+
+    Args:
+        logits: ``(B, C, H, W)`` unnormalised scores, any float dtype.
+        target: ``(B, H, W)`` int64 labels in ``0..C-1``; ``ignore_index`` marks unlabelled pixels.
+        ignore_index: Label of unlabelled pixels (default ``IGNORE_INDEX`` = 255).
+        weight: Optional ``(C,)`` class weights; each pixel's loss is multiplied by
+            ``weight[target]``.
+        eps: Added to the labelled-pixel count so that an all-unlabelled batch gives 0, not NaN.
+
+    Returns:
+        Scalar float32 loss in nats per labelled pixel. It is 0, with an all-zero gradient, when no
+        pixel is labelled; unlabelled pixels always receive exactly zero gradient.
+
+    Raises:
+        PointsegError: if ``weight`` does not have one value per class.
+    """
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        nll, labelled, pixel_weight = _labelled_nll(logits, target, ignore_index, weight)
+        per_pixel = nll if pixel_weight is None else nll * pixel_weight
+        return _mean_over_labelled(per_pixel, labelled, eps)
+
+
+def partial_focal_cross_entropy(
+    logits: Tensor,
+    target: Tensor,
+    gamma: float = 2.0,
+    ignore_index: int = IGNORE_INDEX,
+    weight: Tensor | None = None,
+    eps: float = 1e-8,
+) -> Tensor:
+    r"""Softmax focal loss averaged over the labelled pixels only (partial focal CE).
+
+    .. math::
+
+        L = \frac{\sum_{i \in \Omega_L} w_{y_i} (1 - p_{i, y_i})^\gamma \, (-\log p_{i, y_i})}
+                 {|\Omega_L| + \epsilon}
+
+    This is the multi-class (softmax) focal loss: :math:`p_{i, y_i} = \exp(-\mathrm{CE}_i)` is the
+    softmax probability of the labelled class. It is not the sigmoid one-vs-rest focal loss of
+    ``segmentation_models_pytorch.losses.FocalLoss``. With ``gamma=0`` it equals
+    :func:`partial_cross_entropy`. Weights and normalisation are as in
+    :func:`partial_cross_entropy`.
+
+    Args:
+        logits: ``(B, C, H, W)`` unnormalised scores, any float dtype.
+        target: ``(B, H, W)`` int64 labels in ``0..C-1``; ``ignore_index`` marks unlabelled pixels.
+        gamma: Focusing exponent, >= 0; larger values down-weight pixels that are already right.
+        ignore_index: Label of unlabelled pixels (default ``IGNORE_INDEX`` = 255).
+        weight: Optional ``(C,)`` class weights.
+        eps: Added to the labelled-pixel count so that an all-unlabelled batch gives 0, not NaN.
+
+    Returns:
+        Scalar float32 loss per labelled pixel; 0 with an all-zero gradient when no pixel is
+        labelled.
+
+    Raises:
+        PointsegError: if ``weight`` does not have one value per class.
+    """
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        nll, labelled, pixel_weight = _labelled_nll(logits, target, ignore_index, weight)
+        # 1 - p_t = 1 - exp(-CE), computed as -expm1(-CE) to keep precision when CE is small. The
+        # floor keeps the gradient of x**gamma finite where p_t rounds to 1 (also for 0 < gamma < 1).
+        one_minus_pt = (-torch.expm1(-nll)).clamp_min(torch.finfo(torch.float32).tiny)
+        per_pixel = one_minus_pt.pow(gamma) * nll
+        if pixel_weight is not None:
+            per_pixel = per_pixel * pixel_weight
+        return _mean_over_labelled(per_pixel, labelled, eps)
+
+
+def dense_cross_entropy(
+    logits: Tensor,
+    target: Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    weight: Tensor | None = None,
+) -> Tensor:
+    """Standard cross-entropy for dense masks: ``F.cross_entropy`` with ``ignore_index``.
+
+    The mean is torch's: over non-ignored pixels, and with class weights the weighted sum divided
+    by the sum of the pixels' weights. It is NaN when every pixel is ignored; use
+    :func:`partial_cross_entropy` for sparse labels.
+
+    Args:
+        logits: ``(B, C, H, W)`` unnormalised scores.
+        target: ``(B, H, W)`` int64 labels; ``ignore_index`` (default 255) marks ignored pixels.
+        ignore_index: Label of ignored pixels.
+        weight: Optional ``(C,)`` class weights.
+
+    Returns:
+        Scalar float32 loss.
+    """
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        class_weight = None if weight is None else weight.to(device=logits.device, dtype=torch.float32)
+        return F.cross_entropy(logits.float(), target, weight=class_weight, ignore_index=ignore_index)
+
+
+class _WeightedLoss(nn.Module):
+    """Holds ``ignore_index`` and an optional ``(C,)`` class-weight buffer."""
+
+    weight: Tensor | None
+
+    def __init__(self, ignore_index: int = IGNORE_INDEX, weight: Tensor | None = None) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        # Not persistent: class weights come from the settings, not from checkpoints.
+        self.register_buffer(
+            "weight", None if weight is None else weight.detach().float().clone(), persistent=False
+        )
+
+    def extra_repr(self) -> str:
+        """Show the settings in ``repr(module)``."""
+        return f"ignore_index={self.ignore_index}"
+
+
+class PartialCrossEntropyLoss(_WeightedLoss):
+    """Module form of :func:`partial_cross_entropy`; ``forward(logits, target)``."""
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Return the partial CE of ``(B, C, H, W)`` logits against ``(B, H, W)`` labels."""
+        return partial_cross_entropy(logits, target, ignore_index=self.ignore_index, weight=self.weight)
+
+
+class PartialFocalCrossEntropyLoss(_WeightedLoss):
+    """Module form of :func:`partial_focal_cross_entropy`; ``forward(logits, target)``."""
+
+    def __init__(
+        self, gamma: float = 2.0, ignore_index: int = IGNORE_INDEX, weight: Tensor | None = None
+    ) -> None:
+        super().__init__(ignore_index=ignore_index, weight=weight)
+        self.gamma = gamma
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Return the partial focal CE of ``(B, C, H, W)`` logits against ``(B, H, W)`` labels."""
+        return partial_focal_cross_entropy(
+            logits, target, gamma=self.gamma, ignore_index=self.ignore_index, weight=self.weight
+        )
+
+    def extra_repr(self) -> str:
+        """Show the settings in ``repr(module)``."""
+        return f"gamma={self.gamma}, ignore_index={self.ignore_index}"
+
+
+class CrossEntropyLoss(_WeightedLoss):
+    """Module form of :func:`dense_cross_entropy`; ``forward(logits, target)``."""
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Return the dense CE of ``(B, C, H, W)`` logits against ``(B, H, W)`` labels."""
+        return dense_cross_entropy(logits, target, ignore_index=self.ignore_index, weight=self.weight)
+
+
+def build_loss(
+    name: str,
+    gamma: float = 2.0,
+    class_weights: Sequence[float] | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> nn.Module:
+    """Create a loss module by name.
+
+    Args:
+        name: ``"pce"`` (partial cross-entropy), ``"pfce"`` (partial focal cross-entropy) or
+            ``"ce"`` (dense cross-entropy).
+        gamma: Focusing exponent for ``"pfce"`` (>= 0); ignored by the others.
+        class_weights: Optional weight per class (one per class, each >= 0).
+        ignore_index: Label of unlabelled/ignored pixels (default ``IGNORE_INDEX`` = 255).
+
+    Returns:
+        An ``nn.Module`` called as ``loss(logits (B, C, H, W), target (B, H, W))``.
+
+    Raises:
+        PointsegError: for an unknown name, a negative ``gamma`` or a negative/non-finite weight.
+    """
+    weight = None
+    if class_weights is not None:
+        weight = torch.tensor([float(w) for w in class_weights], dtype=torch.float32)
+        if weight.numel() == 0 or not bool(torch.isfinite(weight).all()) or bool((weight < 0).any()):
+            raise PointsegError(
+                f"class_weights {list(class_weights)!r}: expected one finite, non-negative number per class"
+            )
+    if name == "pce":
+        return PartialCrossEntropyLoss(ignore_index=ignore_index, weight=weight)
+    if name == "pfce":
+        if not gamma >= 0:
+            raise PointsegError(f"focal loss gamma {gamma!r}: expected a number >= 0")
+        return PartialFocalCrossEntropyLoss(gamma=gamma, ignore_index=ignore_index, weight=weight)
+    if name == "ce":
+        return CrossEntropyLoss(ignore_index=ignore_index, weight=weight)
+    choices = ", ".join(repr(n) for n in LOSS_NAMES)
+    raise PointsegError(f"loss {name!r} is not known; expected one of {choices}")

@@ -1,0 +1,246 @@
+"""Reading rasters and writing outputs safely.
+
+Every image, mask and label map goes through rasterio (GDAL), so GeoTIFF, PNG and JPEG share one
+code path, large files can be read by window, and a raster's CRS and transform are kept.
+Every file pointseg writes goes first to a temporary name beside its destination and is then
+renamed, so an interrupted or failed run never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.windows import Window
+
+from pointseg.errors import PointsegError
+from pointseg.schema import IGNORE_INDEX, ClassSchema
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What a raster's header says: size, bands, dtype and georeferencing."""
+
+    path: Path
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: CRS | None
+    transform: Affine | None
+    nodata: float | None
+
+    @property
+    def is_georeferenced(self) -> bool:
+        """Whether the raster has a CRS (and so real-world coordinates)."""
+        return self.crs is not None
+
+
+@contextlib.contextmanager
+def open_raster(path: str | Path) -> Iterator[rasterio.io.DatasetReader]:
+    """Open a raster for reading, turning GDAL's errors into a message that names the file.
+
+    Raises:
+        PointsegError: if the file is missing or is not a raster GDAL can read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PointsegError(f"{path}: no such file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            dataset = rasterio.open(path)
+        except RasterioIOError as error:
+            raise PointsegError(
+                f"{path}: not a readable raster ({error}); expected a GeoTIFF, PNG or JPEG image"
+            ) from error
+    with dataset:
+        yield dataset
+
+
+def raster_info(path: str | Path) -> RasterInfo:
+    """Read a raster's header without reading its pixels."""
+    with open_raster(path) as dataset:
+        return _info(Path(path), dataset)
+
+
+def _info(path: Path, dataset: rasterio.io.DatasetReader) -> RasterInfo:
+    georeferenced = dataset.crs is not None
+    return RasterInfo(
+        path=path,
+        width=dataset.width,
+        height=dataset.height,
+        count=dataset.count,
+        dtype=dataset.dtypes[0],
+        crs=dataset.crs if georeferenced else None,
+        transform=dataset.transform if georeferenced else None,
+        nodata=dataset.nodata,
+    )
+
+
+def read_window(
+    path: str | Path, window: Window | None = None, out_shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Read ``(C, H, W)`` pixels of a raster, optionally a window of it or a decimated copy.
+
+    Args:
+        path: Raster file.
+        window: Region to read; ``None`` reads the whole raster. Windows reaching past the edge
+            are cut to the raster.
+        out_shape: ``(H, W)`` to resample to while reading (nearest), for cheap overviews.
+
+    Raises:
+        PointsegError: if the file cannot be decoded (for example, a truncated JPEG).
+    """
+    with open_raster(path) as dataset:
+        return read_pixels(dataset, window, out_shape)
+
+
+def read_pixels(
+    dataset: rasterio.io.DatasetReader, window: Window | None = None, out_shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Read ``(C, H, W)`` pixels from an open raster (see :func:`read_window`)."""
+    shape = None if out_shape is None else (dataset.count, *out_shape)
+    try:
+        return dataset.read(window=window, out_shape=shape)
+    except RasterioIOError as error:
+        reason = error.__cause__ or error  # GDAL's own message; rasterio's says "see previous exception"
+        raise PointsegError(
+            f"{dataset.name}: cannot decode pixels ({reason}); the file may be truncated"
+        ) from error
+
+
+def read_mask(path: str | Path, schema: ClassSchema, window: Window | None = None) -> np.ndarray:
+    """Read a mask and decode it to ``(H, W)`` uint8 labels with ``IGNORE_INDEX`` for ignored pixels.
+
+    Palette (mode ``P``) PNGs are expanded through their colour table for ``rgb`` schemas, and an
+    alpha band is dropped.
+
+    Raises:
+        PointsegError: for unreadable files and for values that are not in ``schema``.
+    """
+    with open_raster(path) as dataset:
+        raw = read_pixels(dataset, window)
+        if schema.mask_encoding == "rgb" and raw.shape[0] == 1:
+            raw = _expand_palette(dataset, raw[0], path)
+        elif schema.mask_encoding == "rgb" and raw.shape[0] == 4:
+            raw = raw[:3]
+    return schema.decode_mask(raw, str(path))
+
+
+def _expand_palette(dataset: rasterio.io.DatasetReader, indices: np.ndarray, path: str | Path) -> np.ndarray:
+    try:
+        colormap = dataset.colormap(1)
+    except ValueError as error:
+        raise PointsegError(
+            f"{path}: single-band mask without a colour table, but the schema expects RGB colours"
+        ) from error
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    for index, rgba in colormap.items():
+        palette[index] = rgba[:3]
+    return np.moveaxis(palette[indices], -1, 0)
+
+
+def palette_colormap(schema: ClassSchema) -> dict[int, tuple[int, int, int, int]]:
+    """GDAL colour table for a label raster: class colours, and transparent black for ignore."""
+    colormap = {i: (*color, 255) for i, color in enumerate(schema.colors)}
+    colormap[IGNORE_INDEX] = (0, 0, 0, 0)
+    return colormap
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    The temporary file keeps ``path``'s suffix so that GDAL picks the right driver, and gets the
+    permissions a plain ``open`` would give (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        temporary_path = path.with_name(f".{path.stem}.{secrets.token_hex(6)}.partial{path.suffix}")
+        try:
+            os.close(os.open(temporary_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            break
+        except FileExistsError:
+            continue
+    try:
+        yield temporary_path
+        os.replace(temporary_path, path)
+    finally:
+        temporary_path.unlink(missing_ok=True)
+        for sidecar in temporary_path.parent.glob(temporary_path.name + ".*"):  # GDAL's .aux.xml
+            sidecar.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged_directory(out_dir: str | Path) -> Iterator[Path]:
+    """Yield an empty staging folder; move its files into ``out_dir`` only if the block succeeds.
+
+    A run that fails half-way leaves ``out_dir`` exactly as it was.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging.", dir=out_dir.parent))
+    try:
+        yield staging
+        out_dir.mkdir(exist_ok=True)
+        for item in sorted(staging.rglob("*")):
+            if item.is_file():
+                target = out_dir / item.relative_to(staging)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(item, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_label_raster(
+    path: str | Path,
+    labels: np.ndarray,
+    schema: ClassSchema,
+    crs: CRS | None = None,
+    transform: Affine | None = None,
+) -> None:
+    """Write ``(H, W)`` uint8 labels atomically: a GeoTIFF with colour table, or a PNG.
+
+    GeoTIFFs (``.tif``/``.tiff``) are tiled and DEFLATE-compressed, carry ``crs`` and ``transform``
+    when given, mark ``IGNORE_INDEX`` as nodata and embed the class colours so GIS software shows
+    the map in colour. Other suffixes are written as single-band PNG.
+    """
+    path = Path(path)
+    height, width = labels.shape
+    profile: dict[str, Any] = {"count": 1, "dtype": "uint8", "width": width, "height": height}
+    if path.suffix.lower() in (".tif", ".tiff"):
+        profile.update(
+            driver="GTiff",
+            compress="deflate",
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+            nodata=IGNORE_INDEX,
+        )
+        if crs is not None:
+            profile.update(crs=crs, transform=transform)
+    else:
+        profile.update(driver="PNG")
+    with atomic_output(path) as temporary, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(temporary, "w", **profile) as dataset:
+            dataset.write(labels.astype(np.uint8, copy=False), 1)
+            if profile["driver"] == "GTiff":
+                dataset.write_colormap(1, palette_colormap(schema))

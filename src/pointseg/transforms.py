@@ -1,0 +1,75 @@
+"""Batch augmentation for overhead imagery, run on the training device with kornia.
+
+Geometric transforms (flips, 90-degree rotations, random crops with padding) move the image,
+the dense mask and the point labels together. Overhead imagery has no "up", so all eight
+flip/rotation combinations are valid views. Pixels that a crop pads in carry no label and
+become ``IGNORE_INDEX``. The colour jitter is a mild per-sample brightness/contrast change in
+normalised units, so it works for any band count.
+"""
+
+from __future__ import annotations
+
+import kornia.augmentation as K
+import torch
+from torch import nn
+
+from pointseg.schema import IGNORE_INDEX
+
+LABEL_KEYS = ("mask", "points")
+
+
+class BatchAugmentation(nn.Module):
+    """Augment a batch ``{"image": (B, C, H, W), "mask"/"points": (B, H, W) int64}`` in place of labels.
+
+    Args:
+        flips: Random horizontal and vertical flips.
+        rotate90: Random rotation by 0, 90, 180 or 270 degrees (square crops keep their size).
+        color_jitter: Strength ``s`` of the jitter: ``x * U(1-s, 1+s) + U(-s, s)`` per sample.
+        random_crop: Largest shift of a random crop as a fraction of the side; the crop is padded
+            back to the input size, and padded pixels get ``IGNORE_INDEX`` labels.
+    """
+
+    def __init__(self, flips: bool = True, rotate90: bool = True, color_jitter: float = 0.1, random_crop: float = 0.0):
+        super().__init__()
+        self.color_jitter = color_jitter
+        self.random_crop = random_crop
+        self.flips = flips
+        self.rotate90 = rotate90
+
+    def _geometric(self, size: tuple[int, int], label_keys: list[str]) -> K.AugmentationSequential | None:
+        steps: list[nn.Module] = []
+        if self.flips:
+            steps += [K.RandomHorizontalFlip(), K.RandomVerticalFlip()]
+        if self.rotate90 and size[0] == size[1]:
+            steps.append(K.RandomRotation90(times=(0, 3), p=1.0))
+        if self.random_crop > 0:
+            padding = max(1, round(self.random_crop * min(size)))
+            steps.append(K.RandomCrop(size, padding=padding))
+        if not steps:
+            return None
+        return K.AugmentationSequential(*steps, data_keys=["input", *(["mask"] * len(label_keys))])
+
+    @torch.no_grad()
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Return a new batch dict with augmented ``image`` and label maps (other keys unchanged)."""
+        image = batch["image"]
+        label_keys = [key for key in LABEL_KEYS if key in batch]
+        out = dict(batch)
+        geometric = self._geometric((image.shape[-2], image.shape[-1]), label_keys)
+        if geometric is not None:
+            # Labels travel as float (label + 1) so that padding (0) can be told apart from class 0.
+            shifted = [(batch[key].float() + 1).unsqueeze(1) for key in label_keys]
+            results = geometric(image, *shifted)
+            results = results if isinstance(results, (list, tuple)) else [results]
+            image = results[0]
+            for key, moved in zip(label_keys, results[1:]):
+                labels = moved.squeeze(1).round().long() - 1
+                out[key] = torch.where(labels < 0, torch.full_like(labels, IGNORE_INDEX), labels)
+        if self.color_jitter > 0:
+            strength = self.color_jitter
+            shape = (image.shape[0], 1, 1, 1)
+            gain = 1 + (torch.rand(shape, device=image.device) * 2 - 1) * strength
+            offset = (torch.rand(shape, device=image.device) * 2 - 1) * strength
+            image = image * gain + offset
+        out["image"] = image
+        return out

@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+
+from pointseg.config import apply_overrides, dump_config, load_config, parse_config
+from pointseg.errors import PointsegError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path: Path) -> None:
+    config = load_config(path)
+    assert config.model.norm == "group"
+    # LandCover.ai validates on the dataset's own val.txt; the others name their validation split.
+    assert config.data.val or config.data.format == "landcoverai"
+
+
+def test_extends_merges_sections_and_keeps_the_rest() -> None:
+    config = load_config(CONFIGS / "deepglobe_pce_5pct.yaml")
+    assert config.points.density == 0.05
+    assert config.points.strategy == "density"  # from the base file
+    assert config.model.encoder == "resnet50"
+
+
+def test_cpu_small_is_the_small_config() -> None:
+    config = load_config(CONFIGS / "cpu_small.yaml")
+    assert (config.model.encoder, config.data.crop_size, config.trainer.precision) == ("resnet18", 256, "bf16-mixed")
+
+
+def test_overrides_parse_values_as_yaml() -> None:
+    config = load_config(CONFIGS / "cpu_small.yaml", ["optim.lr=0.01", "data.val=[a, b]", "trainer.max_epochs=3"])
+    assert config.optim.lr == 0.01
+    assert config.data.val == ["a", "b"]
+    assert config.trainer.max_epochs == 3
+
+
+def test_unknown_key_and_bad_value_name_the_field(tmp_path: Path) -> None:
+    with pytest.raises(PointsegError) as error:
+        load_config(CONFIGS / "cpu_small.yaml", ["optim.lrr=0.1", "points.density=2"])
+    message = str(error.value)
+    assert "optim.lrr" in message and "points.density" in message and "cpu_small.yaml" in message
+
+
+def test_override_without_equals_is_an_error() -> None:
+    with pytest.raises(PointsegError, match="key=value"):
+        apply_overrides({}, ["optim.lr"])
+
+
+def test_dense_ce_with_point_supervision_is_rejected() -> None:
+    with pytest.raises(PointsegError, match="pce"):
+        parse_config({"data": {"format": "deepglobe", "root": "x", "val": ["1"]}, "loss": {"name": "ce"}}, "cfg")
+
+
+def test_extends_cycle_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(PointsegError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_missing_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(PointsegError, match="cannot read config"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("data: [unclosed\n")
+    with pytest.raises(PointsegError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_dump_round_trips(tmp_path: Path) -> None:
+    config = load_config(CONFIGS / "dubai_cpu_small.yaml")
+    (tmp_path / "resolved.yaml").write_text(dump_config(config))
+    assert load_config(tmp_path / "resolved.yaml") == config

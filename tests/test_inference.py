@@ -1,0 +1,152 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pointseg.errors import PointsegError
+from pointseg.inference import (
+    ArraySource,
+    LabelSink,
+    SlidingWindowPredictor,
+    TileGrid,
+    blend_window,
+    predict_labels,
+    read_reflected,
+)
+
+CLASSES = 4
+
+
+def pixelwise_model(bands: int = 3, seed: int = 0) -> nn.Module:
+    """A 1x1 convolution: its output at a pixel depends on that pixel only, so tiling cannot change it."""
+    torch.manual_seed(seed)
+    return nn.Conv2d(bands, CLASSES, kernel_size=1).eval()
+
+
+def random_image(height: int, width: int, bands: int = 3, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(bands, height, width)).astype(np.float32)
+
+
+class RecordingSink:
+    """Keeps every block and counts how often each pixel was written."""
+
+    def __init__(self, height: int, width: int) -> None:
+        self.probabilities = np.zeros((CLASSES, height, width), dtype=np.float32)
+        self.writes = np.zeros((height, width), dtype=np.int64)
+
+    def write(self, row: int, col: int, probabilities: torch.Tensor) -> None:
+        _, height, width = probabilities.shape
+        assert row >= 0 and col >= 0
+        assert row + height <= self.writes.shape[0] and col + width <= self.writes.shape[1]
+        self.probabilities[:, row : row + height, col : col + width] = probabilities.numpy()
+        self.writes[row : row + height, col : col + width] += 1
+
+
+def whole_image_probabilities(model: nn.Module, image: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return torch.softmax(model(torch.from_numpy(image)[None]), dim=1)[0].numpy()
+
+
+@pytest.mark.parametrize("size", [(37, 53), (16, 16), (1, 40), (61, 17), (100, 33)])
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5])
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_tiled_prediction_equals_whole_image_prediction(size, overlap: float, batch_size: int) -> None:
+    height, width = size
+    model = pixelwise_model()
+    image = random_image(height, width)
+    sink = RecordingSink(height, width)
+    calls = []
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        assert batch.shape[1:] == (3, 16, 16)
+        assert batch.dtype == torch.float32
+        calls.append(batch.shape[0])
+        with torch.no_grad():
+            return model(batch)
+
+    predictor = SlidingWindowPredictor(forward, CLASSES, tile=16, overlap=overlap, batch_size=batch_size)
+    tiles_done = []
+    predictor.predict(ArraySource(image), sink, on_tiles=tiles_done.append)
+    np.testing.assert_array_equal(sink.writes, 1)  # every pixel exactly once
+    expected = whole_image_probabilities(model, image)
+    np.testing.assert_allclose(sink.probabilities, expected, rtol=0, atol=2e-6)  # no seams
+    np.testing.assert_array_equal(sink.probabilities.argmax(0), expected.argmax(0))
+    assert max(calls) <= batch_size
+    assert sum(calls) == sum(tiles_done) == predictor.count_tiles(height, width)
+
+
+def test_predict_labels_and_label_sink() -> None:
+    model = pixelwise_model()
+    image = random_image(45, 70)
+    with torch.no_grad():
+        labels = predict_labels(model, image, CLASSES, tile=32, overlap=0.25, batch_size=2)
+    assert labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, whole_image_probabilities(model, image).argmax(0))
+    sink = LabelSink(45, 70, with_confidence=True)
+    with torch.no_grad():
+        SlidingWindowPredictor(model, CLASSES, tile=32, overlap=0.5).predict(ArraySource(image), sink)
+    np.testing.assert_array_equal(sink.labels, labels)
+    assert sink.confidence is not None
+    np.testing.assert_allclose(sink.confidence, whole_image_probabilities(model, image).max(0), atol=2e-6)
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.25])
+def test_image_smaller_than_a_tile_is_reflected(overlap: float) -> None:
+    # A 3x3 convolution with reflection padding sees, at the image border, what the tile's
+    # reflected surroundings hold; zero or edge padding of the tile would change those pixels.
+    torch.manual_seed(1)
+    model = nn.Conv2d(3, CLASSES, kernel_size=3, padding=1, padding_mode="reflect").eval()
+    image = random_image(10, 13)
+    sink = RecordingSink(10, 13)
+    with torch.no_grad():
+        SlidingWindowPredictor(model, CLASSES, tile=32, overlap=overlap).predict(ArraySource(image), sink)
+    np.testing.assert_array_equal(sink.writes, 1)
+    np.testing.assert_allclose(sink.probabilities, whole_image_probabilities(model, image), atol=2e-6)
+
+
+def test_read_reflected() -> None:
+    image = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
+    window = read_reflected(ArraySource(image), -2, -1, 7, 6)
+    np.testing.assert_array_equal(window, np.pad(image, ((0, 0), (2, 2), (1, 1)), mode="reflect"))
+    np.testing.assert_array_equal(read_reflected(ArraySource(image), 1, 1, 2, 2), image[:, 1:3, 1:3])
+    strip = np.arange(5, dtype=np.float32).reshape(1, 1, 5)  # one row cannot reflect: edge values
+    np.testing.assert_array_equal(read_reflected(ArraySource(strip), -1, 0, 3, 5)[0], [strip[0, 0]] * 3)
+
+
+def test_tile_grid_covers_the_image_with_half_an_overlap_before_it() -> None:
+    grid = TileGrid.along(100, tile=32, stride=24)  # overlap 8 px: start 4 px before the image
+    assert grid.start == -4
+    assert grid.origin(1) == 20
+    assert grid.count == 5  # origins -4, 20, 44, 68, 92
+    assert grid.end == 124 >= 100 + 4
+    assert TileGrid.along(10, tile=32, stride=32).count == 1
+
+
+@pytest.mark.parametrize(("tile", "ramp"), [(32, 8), (33, 16), (16, 1), (64, 32)])
+def test_blend_window_is_positive_and_neighbouring_ramps_sum_to_one(tile: int, ramp: int) -> None:
+    window = blend_window(tile, ramp)
+    assert window.shape == (tile, tile)
+    assert (window > 0).all()
+    assert window.max() <= 1.0
+    profile = window.diagonal().sqrt()  # the window is the outer product of a 1-D profile
+    torch.testing.assert_close(window, profile[:, None] * profile[None, :])
+    # Tile A's falling ramp lies on tile B's rising ramp, for neighbours that overlap by `ramp` px.
+    torch.testing.assert_close(profile[tile - ramp :] + profile[:ramp], torch.ones(ramp))
+    assert (profile[ramp : tile - ramp] == 1).all()
+
+
+def test_blend_window_without_ramp_is_uniform() -> None:
+    assert (blend_window(16, 0) == 1).all()
+
+
+@pytest.mark.parametrize("overlap", [-0.1, 0.51, 1.0])
+def test_overlap_outside_zero_to_half_is_an_error(overlap: float) -> None:
+    with pytest.raises(PointsegError, match=rf"overlap {overlap}: expected a fraction between 0 and 0.5"):
+        SlidingWindowPredictor(pixelwise_model(), CLASSES, tile=32, overlap=overlap)
+
+
+def test_other_settings_are_checked() -> None:
+    with pytest.raises(PointsegError, match="tile 8: expected at least 16"):
+        SlidingWindowPredictor(pixelwise_model(), CLASSES, tile=8)
+    with pytest.raises(PointsegError, match="batch size 0"):
+        SlidingWindowPredictor(pixelwise_model(), CLASSES, tile=32, batch_size=0)

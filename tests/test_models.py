@@ -1,0 +1,304 @@
+import http.server
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from pointseg import models
+from pointseg.errors import PointsegError
+from pointseg.losses import partial_cross_entropy
+from pointseg.models import build_model, convert_batchnorm_to_groupnorm
+from pointseg.schema import IGNORE_INDEX
+
+ARCHS = ["deeplabv3plus", "deeplabv3"]
+
+
+def batchnorms(model: nn.Module) -> list[str]:
+    return [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def sparse_target(batch: int, size: int, num_classes: int) -> torch.Tensor:
+    target = torch.full((batch, size, size), IGNORE_INDEX)
+    target[:, ::8, ::8] = torch.randint(0, num_classes, target[:, ::8, ::8].shape)
+    return target
+
+
+@pytest.fixture(scope="module")
+def resnet18_group() -> nn.Module:
+    torch.manual_seed(0)
+    return build_model(3, encoder="resnet18")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_group_norm_leaves_no_batchnorm_anywhere(arch: str) -> None:
+    model = build_model(3, encoder="resnet18", arch=arch)
+    assert batchnorms(model) == []
+    norms = {name: m for name, m in model.named_modules() if isinstance(m, nn.GroupNorm)}
+    assert any(name.startswith("encoder.") for name in norms)
+    assert any(name.startswith("decoder.") for name in norms)
+    # The ASPP image-pooling branch (1 x 1 input) is normalised too.
+    pooling_norm = (
+        model.decoder.aspp[0].convs[4][2] if arch == "deeplabv3plus" else model.decoder.aspp.convs[4][2]
+    )
+    assert isinstance(pooling_norm, nn.GroupNorm) and pooling_norm.num_groups == 32
+
+
+def test_deeplabv3plus_skip_branch_uses_16_groups_for_48_channels(resnet18_group: nn.Module) -> None:
+    norm = resnet18_group.decoder.block1[1]
+    assert isinstance(norm, nn.GroupNorm)
+    assert (norm.num_channels, norm.num_groups) == (48, 16)
+
+
+def test_convert_batchnorm_to_groupnorm_copies_affine_and_picks_groups() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 48, 1), nn.BatchNorm2d(48), nn.Sequential(nn.BatchNorm2d(6, eps=1e-3)))
+    for bn in (model[1], model[2][0]):
+        nn.init.normal_(bn.weight)
+        nn.init.normal_(bn.bias)
+    weights = [model[1].weight.clone(), model[2][0].weight.clone()]
+    biases = [model[1].bias.clone(), model[2][0].bias.clone()]
+    assert convert_batchnorm_to_groupnorm(model) is model
+    converted = [model[1], model[2][0]]
+    assert [(g.num_groups, g.num_channels) for g in converted] == [(16, 48), (2, 6)]
+    assert converted[1].eps == 1e-3
+    for group_norm, weight, bias in zip(converted, weights, biases, strict=True):
+        assert isinstance(group_norm, nn.GroupNorm)
+        assert torch.equal(group_norm.weight, weight) and torch.equal(group_norm.bias, bias)
+    lone = convert_batchnorm_to_groupnorm(nn.BatchNorm2d(7))
+    assert isinstance(lone, nn.GroupNorm) and lone.num_groups == 1  # 7 channels: only 1 divides
+
+
+def test_convert_keeps_timm_fused_activation() -> None:
+    from timm.layers import BatchNormAct2d, GroupNormAct
+
+    converted = convert_batchnorm_to_groupnorm(nn.Sequential(BatchNormAct2d(64, act_layer=nn.SiLU)))[0]
+    assert isinstance(converted, GroupNormAct) and isinstance(converted.act, nn.SiLU)
+    x = torch.randn(2, 64, 4, 4)
+    expected = nn.functional.silu(nn.functional.group_norm(x, 32, converted.weight, converted.bias))
+    torch.testing.assert_close(converted(x), expected)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_one_training_step_at_batch_size_1_with_group_norm(arch: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(4, encoder="resnet18", arch=arch)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    before = model.segmentation_head[0].weight.detach().clone()
+    logits = model(torch.randn(1, 3, 64, 64))
+    loss = partial_cross_entropy(logits, sparse_target(1, 64, 4))
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    assert not torch.equal(model.segmentation_head[0].weight, before)
+
+
+def test_batch_norm_cannot_train_at_batch_size_1() -> None:
+    # smp's ASPP pooling branch normalises a (1, 256, 1, 1) tensor: one value per channel.
+    model = build_model(3, encoder="resnet18", norm="batch")
+    assert batchnorms(model)
+    model.train()
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        model(torch.randn(1, 3, 64, 64))
+
+
+@pytest.mark.parametrize("in_channels", [4, 13])
+def test_other_band_counts_and_output_shape(in_channels: int) -> None:
+    model = build_model(5, in_channels=in_channels, encoder="resnet18").eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, in_channels, 64, 64))
+    assert logits.shape == (2, 5, 64, 64)
+
+
+def test_default_is_deeplabv3plus_resnet50() -> None:
+    import segmentation_models_pytorch as smp
+
+    model = build_model(6).eval()
+    assert isinstance(model, smp.DeepLabV3Plus)
+    assert model.encoder.layer4[0].conv3.out_channels == 2048  # resnet50 bottleneck
+    assert batchnorms(model) == []
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 6, 32, 32)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_encoder_weights_file_round_trip(resnet18_group: nn.Module, tmp_path: Path, suffix: str) -> None:
+    state = {k: v.contiguous() for k, v in resnet18_group.encoder.state_dict().items()}
+    path = tmp_path / f"encoder{suffix}"
+    if suffix == ".safetensors":
+        save_file(state, path)
+    else:
+        torch.save(state, path)
+    loaded = build_model(3, encoder="resnet18", weights=str(path)).encoder.state_dict()
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+def test_whole_model_weights_file_round_trip(resnet18_group: nn.Module, tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    torch.save(resnet18_group.state_dict(), path)
+    loaded = build_model(3, encoder="resnet18", weights=str(path)).state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in resnet18_group.state_dict().items())
+
+
+def test_checkpoint_with_prefixed_state_dict_loads(resnet18_group: nn.Module, tmp_path: Path) -> None:
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in resnet18_group.state_dict().items()}}, path)
+    loaded = build_model(3, encoder="resnet18", weights=str(path))
+    assert torch.equal(loaded.segmentation_head[0].weight, resnet18_group.segmentation_head[0].weight)
+
+
+def test_batchnorm_weights_survive_conversion_to_group_norm(tmp_path: Path) -> None:
+    source = build_model(3, encoder="resnet18", norm="batch")
+    nn.init.normal_(source.encoder.bn1.weight)
+    path = tmp_path / "bn.pth"
+    torch.save(source.encoder.state_dict(), path)
+    target = build_model(3, encoder="resnet18", norm="group", weights=str(path))
+    assert isinstance(target.encoder.bn1, nn.GroupNorm)
+    assert torch.equal(target.encoder.bn1.weight, source.encoder.bn1.weight)
+
+
+def test_first_conv_is_adapted_to_more_bands_like_smp(
+    resnet18_group: nn.Module, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "encoder.pth"
+    torch.save(resnet18_group.encoder.state_dict(), path)
+    with caplog.at_level(logging.INFO, logger="pointseg.models"):
+        model = build_model(3, in_channels=4, encoder="resnet18", weights=str(path))
+    rgb = resnet18_group.encoder.conv1.weight
+    # smp's patch_first_conv: band i takes RGB band i % 3, all scaled by 3 / 4.
+    expected = torch.cat([rgb, rgb[:, :1]], dim=1) * (3 / 4)
+    torch.testing.assert_close(model.encoder.conv1.weight, expected)
+    assert "0 missing" in caplog.text and "adapted conv1.weight from 3 to 4 input bands" in caplog.text
+
+
+def test_weights_file_without_matching_tensors_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "other.pth"
+    torch.save({"backbone.stem.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(PointsegError, match=r"other\.pth: none of its 1 tensors matches"):
+        build_model(3, encoder="resnet18", weights=str(path))
+
+
+def test_unreadable_or_missing_weights_file_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "notes.pth"
+    path.write_text("not a checkpoint")
+    with pytest.raises(PointsegError, match=r"notes\.pth: cannot read weights"):
+        build_model(3, encoder="resnet18", weights=str(path))
+    with pytest.raises(PointsegError, match=r"missing\.pth does not exist"):
+        build_model(3, encoder="resnet18", weights=str(tmp_path / "missing.pth"))
+
+
+def test_hub_weights_offline_fail_with_advice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(models, "_unreachable_reason", lambda url: "cannot reach huggingface.co: test")
+
+    def no_download(*args: object, **kwargs: object) -> None:
+        raise AssertionError("must not try to download")
+
+    monkeypatch.setattr(models, "get_encoder", no_download)
+    with pytest.raises(PointsegError) as error:
+        build_model(3, encoder="resnet50", weights="imagenet")
+    message = str(error.value)
+    assert message.startswith("cannot download encoder weights 'imagenet' for resnet50: no network")
+    assert "smp-hub/resnet50.imagenet" in message and "pass the local file path as weights" in message
+
+
+def test_hf_hub_offline_setting_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(models.hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(models, "_unreachable_reason", lambda url: pytest.fail("must not probe"))
+    with pytest.raises(PointsegError, match="HF_HUB_OFFLINE is set"):
+        build_model(3, encoder="resnet18", weights="imagenet")
+
+
+def test_hub_weights_online_are_loaded_through_smp(monkeypatch: pytest.MonkeyPatch) -> None:
+    from segmentation_models_pytorch.encoders import get_encoder
+
+    calls = []
+
+    def fake_get_encoder(name: str, in_channels: int, weights: str) -> nn.Module:
+        calls.append((name, in_channels, weights))
+        encoder = get_encoder(name, in_channels=in_channels, weights=None)
+        nn.init.constant_(encoder.conv1.weight, 0.5)
+        return encoder
+
+    monkeypatch.setattr(models, "_unreachable_reason", lambda url: None)
+    monkeypatch.setattr(models, "get_encoder", fake_get_encoder)
+    model = build_model(3, in_channels=4, encoder="resnet18", weights="ssl")
+    assert calls == [("resnet18", 4, "ssl")]
+    assert torch.equal(model.encoder.conv1.weight, torch.full((64, 4, 7, 7), 0.5))
+
+
+def test_unknown_hub_name_lists_what_the_encoder_has() -> None:
+    with pytest.raises(PointsegError, match=r"'imagenet', 'ssl', 'swsl'"):
+        build_model(3, encoder="resnet18", weights="coco")
+
+
+def network_reachable() -> bool:
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(network_reachable(), reason="needs a machine without internet access")
+def test_hub_weights_really_offline_fail_within_seconds() -> None:
+    start = time.monotonic()
+    with pytest.raises(PointsegError, match="no network"):
+        build_model(3, encoder="resnet18", weights="imagenet")
+    assert time.monotonic() - start < 10
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)  # completes TCP handshakes but never answers
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/"
+    server.close()
+
+
+def test_probe_gives_up_after_its_timeout(silent_server: str) -> None:
+    start = time.monotonic()
+    assert models._unreachable_reason(silent_server, timeout=0.5) is not None
+    assert time.monotonic() - start < 2
+
+
+def test_probe_counts_any_http_answer_as_reachable() -> None:
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert models._unreachable_reason(f"http://127.0.0.1:{server.server_port}/", timeout=2) is None
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert models._unreachable_reason(f"http://127.0.0.1:{server.server_port}/", timeout=2) is not None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"encoder": "resnet5"}, r"'resnet5' is not known.*'resnet50'"),
+        ({"encoder": "tu-not_a_model"}, r"timm has no model 'not_a_model'"),
+        ({"arch": "unet"}, r"'unet' is not known.*'deeplabv3plus', 'deeplabv3'"),
+        ({"norm": "layer"}, r"norm 'layer' is not known.*'group', 'batch'"),
+    ],
+)
+def test_unknown_names_are_reported_with_choices(kwargs: dict[str, str], message: str) -> None:
+    with pytest.raises(PointsegError, match=message):
+        build_model(3, **kwargs)

@@ -1,0 +1,44 @@
+import torch
+
+from pointseg.schema import IGNORE_INDEX
+from pointseg.transforms import BatchAugmentation
+
+
+def position_batch(size: int = 16) -> dict[str, torch.Tensor]:
+    """An image whose value encodes each pixel's position, and labels derived from the position."""
+    position = torch.arange(size * size).reshape(size, size)
+    image = (position.float() + 1000).expand(2, 3, size, size).clone()
+    return {"image": image, "mask": (position % 7).expand(2, size, size).clone(),
+            "points": torch.where(position % 5 == 0, position % 3, IGNORE_INDEX).expand(2, size, size).clone()}
+
+
+def test_labels_move_with_the_image_and_padding_is_ignored() -> None:
+    torch.manual_seed(0)
+    augment = BatchAugmentation(flips=True, rotate90=True, color_jitter=0.0, random_crop=0.25)
+    saw_padding = saw_motion = False
+    for _ in range(10):
+        out = augment(position_batch())
+        padded = out["image"][:, 0] == 0
+        position = (out["image"][:, 0] - 1000).round().long()
+        assert torch.equal(out["mask"] == IGNORE_INDEX, padded)
+        assert torch.equal(out["mask"][~padded], position[~padded] % 7)
+        expected_points = torch.where(position % 5 == 0, position % 3, IGNORE_INDEX)
+        assert torch.equal(out["points"][~padded], expected_points[~padded])
+        assert (out["points"][padded] == IGNORE_INDEX).all()
+        saw_padding |= bool(padded.any())
+        saw_motion |= not torch.equal(position[~padded], (torch.arange(256).reshape(16, 16).expand(2, 16, 16))[~padded])
+    assert saw_padding and saw_motion
+
+
+def test_no_geometry_and_jitter_only_changes_intensity() -> None:
+    batch = position_batch()
+    out = BatchAugmentation(flips=False, rotate90=False, color_jitter=0.2, random_crop=0.0)(batch)
+    assert torch.equal(out["mask"], batch["mask"]) and torch.equal(out["points"], batch["points"])
+    ratio = out["image"] / batch["image"]
+    assert not torch.allclose(out["image"], batch["image"])
+    assert ((ratio > 0.75) & (ratio < 1.25)).all()
+
+
+def test_other_keys_pass_through() -> None:
+    batch = {**position_batch(), "id": ["a", "b"]}
+    assert BatchAugmentation()(batch)["id"] == ["a", "b"]
