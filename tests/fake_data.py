@@ -16,6 +16,9 @@ from rasterio.transform import from_origin
 from pointseg.datasets import deepglobe, dubai, landcoverai
 from pointseg.schema import ClassSchema
 
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+"""The real sample data (../shared/data beside the project), used by the few end-to-end tests."""
+
 UTM = CRS.from_epsg(32633)
 PL1992 = CRS.from_epsg(2180)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from conftest import SHARED_DATA
+from fake_data import SHARED_DATA
 from pointseg.cli import main
 from pointseg.datasets import deepglobe
 from pointseg.raster import read_mask

@@ -19,7 +19,9 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Land-cover s
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and fetch datasets.")
 points_app = typer.Typer(no_args_is_help=True, help="Simulate or import sparse point labels.")
 app.add_typer(data_app, name="data")
+export_app = typer.Typer(no_args_is_help=True, help="Export a trained model.")
 app.add_typer(points_app, name="points")
+app.add_typer(export_app, name="export")
 
 console = Console()
 error_console = Console(stderr=True)
@@ -246,6 +248,100 @@ def plot_density_command(
 
     plot_density_curve(results, out, title)
     console.print(f"figure: {out}", soft_wrap=True)
+
+
+@app.command("predict")
+def predict_command(
+    inputs: Annotated[list[Path], typer.Argument(help="Images, folders of images, or large GeoTIFFs.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="A checkpoint from `pointseg train`.")] = None,
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="An ONNX model from `pointseg export onnx`.")] = None,
+    tile: Annotated[int | None, typer.Option(help="Tile size in pixels (default: the model's).")] = None,
+    overlap: Annotated[float | None, typer.Option(help="Tile overlap fraction, 0-0.5 (default: the model's).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    precision: Annotated[str, typer.Option(help="fp32 | bf16 (autocast; torch only)")] = "fp32",
+    output_format: Annotated[str, typer.Option("--format", help="geotiff | png | both")] = "geotiff",
+    probabilities: Annotated[
+        bool, typer.Option("--probabilities", help="Also write <stem>_confidence.tif (max softmax probability).")
+    ] = False,
+) -> None:
+    """Class maps (COG with colour table, or colour PNG) for inputs of any size, georeferencing kept."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from pointseg.prediction import predict_files
+
+    output_format = check_choice("--format", output_format, ("geotiff", "png", "both"))
+    model = load_inference_model(checkpoint, onnx, device, check_choice("--precision", precision, ("fp32", "bf16")))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("", total=0)
+
+        def start(path: Path, tiles: int) -> None:
+            bar.update(task, description=path.name, total=tiles, completed=0)
+
+        results = predict_files(
+            model, inputs, out, tile, overlap, batch_size, device, output_format,  # type: ignore[arg-type]
+            probabilities, on_start=start, on_tiles=lambda n: bar.advance(task, n),
+        )
+    for result in results:
+        written = ", ".join(str(path) for path in result.outputs)
+        console.print(f"{result.input} ({result.width}x{result.height}, {result.tiles} tiles) -> {written}",
+                      soft_wrap=True, highlight=False)
+
+
+def load_inference_model(checkpoint: Path | None, onnx: Path | None, device: str, precision: str):  # type: ignore[no-untyped-def]
+    """The model behind ``--checkpoint`` (torch) or ``--onnx`` (ONNX Runtime); exactly one must be given."""
+    from pointseg.export import load_onnx_model, torch_inference_model
+
+    if (checkpoint is None) == (onnx is None):
+        raise PointsegError("give exactly one of --checkpoint CKPT or --onnx MODEL.onnx")
+    if onnx is not None:
+        if precision != "fp32":
+            raise PointsegError("--precision bf16 applies to --checkpoint (torch); ONNX models run as exported")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else None
+        return load_onnx_model(onnx, providers)
+    from pointseg.checkpoint import load_trained_model
+
+    assert checkpoint is not None
+    return torch_inference_model(load_trained_model(checkpoint, device), device, precision)  # type: ignore[arg-type]
+
+
+@export_app.command("onnx")
+def export_onnx_command(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A checkpoint from `pointseg train`.")],
+    out: Annotated[Path, typer.Option("--out", help="ONNX file to write.")],
+) -> None:
+    """Export to ONNX with dynamic batch, height and width (classes and band statistics in its metadata)."""
+    from pointseg.checkpoint import load_trained_model
+    from pointseg.export import export_onnx
+
+    console.print(f"ONNX model: {export_onnx(load_trained_model(checkpoint), out)}", soft_wrap=True)
+
+
+@app.command("serve")
+def serve_command(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A checkpoint from `pointseg train`.")],
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 opens it to others.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 5000,
+    workers: Annotated[int, typer.Option(help="Worker processes, each with its own copy of the model.")] = 1,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    precision: Annotated[str, typer.Option(help="fp32 | bf16")] = "fp32",
+    max_upload_mb: Annotated[int, typer.Option(help="Largest upload, MiB (413, refused while read).")] = 256,
+    max_pixels: Annotated[int, typer.Option(help="Largest width x height (413): ~12k x 12k.")] = 150_000_000,
+    max_queue: Annotated[int, typer.Option(help="Images per worker running or waiting (503 beyond).")] = 4,
+    batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
+) -> None:
+    """Serve the model over HTTP: the page at /, POST /predict (see /docs), /health and /ready."""
+    from pointseg.serving.app import serve
+
+    serve(
+        checkpoint, host=host, port=port, workers=workers, device=device,
+        precision=check_choice("--precision", precision, ("fp32", "bf16")),
+        max_upload_bytes=max_upload_mb * 2**20, max_pixels=max_pixels, max_queue=max_queue,
+        batch_size=batch_size,
+    )
 
 
 def check_choice(option: str, value: str, choices: tuple[str, ...]) -> str:

@@ -36,7 +36,7 @@ class DataConfig(Section):
     train: list[str] | None = Field(None, description="ids/groups to train on; default: all not in val or test")
     val: list[str] = Field(default_factory=list, description="ids/groups (wildcards allowed) for validation")
     test: list[str] = Field(default_factory=list, description="ids/groups held out for `pointseg evaluate`")
-    crop_size: int = Field(512, ge=32, description="training crops, read from disk as windows")
+    crop_size: int = Field(512, ge=32, multiple_of=32, description="training crops, read from disk as windows")
     crops_per_image: int = Field(8, ge=1, description="random crops per training image per epoch")
     batch_size: int = Field(8, ge=1)
     num_workers: int = Field(2, ge=0)
@@ -123,7 +123,7 @@ class TrainerConfig(Section):
 class EvalConfig(Section):
     """Sliding-window settings for validation and evaluation on whole images."""
 
-    tile: int = Field(512, ge=32)
+    tile: int = Field(512, ge=32, multiple_of=32)
     overlap: float = Field(0.25, ge=0, lt=1)
     batch_size: int = Field(4, ge=1)
 

@@ -27,6 +27,7 @@ from typing import Literal, Protocol
 import numpy as np
 import rasterio
 import torch
+from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 from torch import nn
 
@@ -108,6 +109,14 @@ class RasterSource:
         self._whole = None
         if dataset.driver in WHOLE_READ_DRIVERS:
             self._whole = band_stats.normalize(read_pixels(dataset, self.window), dataset.name)
+        self.has_nodata = any(MaskFlags.all_valid not in flags for flags in dataset.mask_flag_enums)
+
+    def valid(self, row: int, col: int, height: int, width: int) -> np.ndarray | None:
+        """``(height, width)`` bool: pixels with data (nodata, alpha or mask say which); None if all are."""
+        if not self.has_nodata:
+            return None
+        window = Window(self.window.col_off + col, self.window.row_off + row, width, height)
+        return self.dataset.dataset_mask(window=window) > 0
 
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
         """Return ``(C, height, width)`` normalised pixels of a window of the source."""

@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks that print ratios measured in one run (see README.md)."""
