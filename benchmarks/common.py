@@ -71,3 +71,31 @@ def write_test_raster(path: Path, size: int, bands: int = 3, seed: int = 0) -> P
                 window = rasterio.windows.Window(col, row, min(block, size - col), min(block, size - row))
                 dataset.write(pattern[:, : window.height, : window.width], window=window)
     return path
+
+
+def write_untrained_checkpoint(path: Path, tile: int = 64, overlap: float = 0.25, val_miou: float = 0.5,
+                               epoch: int = 3) -> Path:
+    """Save an untrained DeepLabV3+ of the small CPU config as `pointseg train` saves one (Lightning format).
+
+    Only the weights are not learned: config, class schema and band statistics come from a real
+    `SegmentationTask`, so `load_trained_model` reads it as it reads a trained one, in a fraction of
+    a second. Used by tests and by benchmarks, whose figures do not depend on the weights.
+    """
+    import torch
+
+    from pointseg.config import load_config
+    from pointseg.datasets import deepglobe
+    from pointseg.training import SegmentationTask
+
+    torch.manual_seed(0)
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "cpu_small.yaml",
+                         [f"data.root={path.parent}", f"eval.tile={tile}", f"eval.overlap={overlap}"])
+    task = SegmentationTask(
+        config.model_dump(mode="json", by_alias=True), deepglobe.SCHEMA.to_dict(),
+        {"mean": [120.0, 110.0, 100.0], "std": [50.0, 50.0, 50.0]}, load_pretrained=False,
+    )
+    torch.save({
+        "epoch": epoch, "hyper_parameters": dict(task.hparams), "state_dict": task.state_dict(),
+        "callbacks": {"ModelCheckpoint{'monitor': 'val_miou'}": {"best_model_score": torch.tensor(val_miou)}},
+    }, path)
+    return path

@@ -13,6 +13,7 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
+from benchmarks.common import write_untrained_checkpoint  # noqa: F401  (shared with the benchmarks)
 from pointseg.datasets import deepglobe, dubai, landcoverai
 from pointseg.schema import ClassSchema
 
@@ -143,3 +144,4 @@ def write_folder_dataset(root: Path, bands: int = 4, dtype: str = "uint16", coun
 
     schema_path.write_text(yaml.safe_dump(schema.to_dict()))
     return root, schema_path
+

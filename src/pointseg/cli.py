@@ -344,6 +344,59 @@ def serve_command(
     )
 
 
+experiment_app = typer.Typer(no_args_is_help=True, help="Reproducible experiments over label regimes.")
+app.add_typer(experiment_app, name="experiment")
+
+
+class ListOptionsCommand(typer.core.TyperCommand):
+    """A command whose ``--regimes`` and ``--seeds`` take several values after one flag: ``--seeds 0 1 2``."""
+
+    list_options = ("--regimes", "--seeds")
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        """Repeat a list option's flag before each of its values, then parse as usual."""
+        expanded: list[str] = []
+        option = None
+        for arg in args:
+            if arg.startswith("-"):
+                option = arg if arg in self.list_options else None
+            elif option is not None and expanded[-1] != option:
+                expanded.append(option)
+            expanded.append(arg)
+        return super().parse_args(ctx, expanded)
+
+
+@experiment_app.command("density", cls=ListOptionsCommand)
+def experiment_density_command(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Base YAML config; may hold 'experiment:'.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for runs/, results.md/.csv and figures.")],
+    regimes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--regimes",
+            help="density:F | per-class:N | per-region:MIN_AREA | points:DIR | dense (default: density:0.01 "
+            "density:0.05 density:0.1 per-class:10 per-class:50 per-region:100 dense).",
+        ),
+    ] = None,
+    seeds: Annotated[list[int] | None, typer.Option("--seeds", help="Repeat each regime per seed.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: key=value.")] = None,
+    device: Annotated[str | None, typer.Option(help="Evaluate on cpu | cuda (default: as trained).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+) -> None:
+    """Test mIoU against the labelled-pixel fraction: one run per label regime and seed; resumable."""
+    from rich.markdown import Markdown
+
+    from pointseg.experiments import density_sweep
+
+    if device is not None:
+        device = check_choice("--device", device, ("cpu", "cuda"))
+    density_sweep(
+        config, out, regimes, seeds, set_ or [], progress=progress, device=device, announce=console.rule
+    )
+    console.print(Markdown((out / "results.md").read_text()))
+    console.print(f"results: {out}", soft_wrap=True)
+
+
 def check_choice(option: str, value: str, choices: tuple[str, ...]) -> str:
     """Return ``value`` if it is one of ``choices``.
 

@@ -41,6 +41,7 @@ class DataConfig(Section):
     batch_size: int = Field(8, ge=1)
     num_workers: int = Field(2, ge=0)
     band_stats_images: int = Field(64, ge=1, description="training images used to estimate band mean/std")
+    cache_mb: int = Field(1024, ge=0, description="per loader worker: decoded JPEG/PNG files kept in memory")
 
 
 class PointsConfig(Section):

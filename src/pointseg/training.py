@@ -129,6 +129,7 @@ class SegmentationDataModule(L.LightningDataModule):
             self.splits["train"], self.schema, self.band_stats,
             crop_size=data.crop_size, crops_per_image=data.crops_per_image,
             points=self.point_source(), with_masks=self.config.supervision == "dense",
+            cache_bytes=data.cache_mb << 20,
         )
         return DataLoader(
             dataset, batch_size=data.batch_size, shuffle=True, num_workers=data.num_workers,

@@ -19,12 +19,12 @@ import uvicorn
 from affine import Affine
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from live_server import EPOCH, VAL_MIOU, running_server
 from PIL import Image
 from rasterio.io import MemoryFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from torch import nn
 
-from conftest import EPOCH, VAL_MIOU, running_server
 from fake_data import UTM, write_raster
 from pointseg.cli import main
 from pointseg.datasets import deepglobe

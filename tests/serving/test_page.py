@@ -8,11 +8,6 @@ the page in a fresh browser context.
 from __future__ import annotations
 
 import base64
-import socket
-import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,41 +37,19 @@ if not CHROMIUM.is_file():
         "headless Chromium not found at /usr/bin/chromium (Debian package 'chromium'); .ci/run installs it",
         allow_module_level=True,
     )
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="Playwright for Python is not installed (dev extra)"
-)
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
 expect = sync_api.expect
+
+from live_server import running_server  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def server(checkpoint: Path) -> Iterator[str]:
-    """Base URL of the real app, served by uvicorn on a free port; waits for ``GET /ready``."""
-    import uvicorn
-
+    """Base URL of the real app, served by uvicorn on a free port, once ``GET /ready`` answers."""
     from pointseg.serving.app import create_app
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    uvicorn_server = uvicorn.Server(uvicorn.Config(create_app(checkpoint), log_level="warning"))
-    thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base_url}/ready", timeout=5) as response:
-                if response.status == 200:
-                    break
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError(f"the app at {base_url} was not ready within 60 s")
-        time.sleep(0.1)
-    yield base_url
-    uvicorn_server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with running_server(create_app(checkpoint), wait_ready=True) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -124,11 +97,8 @@ def test_prediction_shows_overlay_legend_and_opacity(page: sync_api.Page, images
 
     overlay = page.locator("#overlay")
     expect(overlay).to_be_visible()
-    assert overlay.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]") == [
-        True,
-        WIDTH,
-        HEIGHT,
-    ]
+    loaded = overlay.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]")
+    assert loaded == [True, WIDTH, HEIGHT]
     assert page.locator("#input-image").evaluate("img => img.naturalWidth") == WIDTH
     box, base = overlay.bounding_box(), page.locator("#input-image").bounding_box()
     assert box is not None and base is not None
@@ -157,10 +127,10 @@ def test_prediction_shows_overlay_legend_and_opacity(page: sync_api.Page, images
 def test_downloads_the_png_and_the_geotiff(
     page: sync_api.Page, images: dict[str, Path], tmp_path: Path
 ) -> None:
-    # The keyboard path: Enter on the drop zone opens the file chooser.
-    page.locator("#drop-zone").focus()
+    # The keyboard path: Enter on the drop zone opens the file chooser. (A bare keyboard.press at once
+    # can beat Playwright's file-chooser interception; locator.press checks the element first.)
     with page.expect_file_chooser() as chooser:
-        page.keyboard.press("Enter")
+        page.locator("#drop-zone").press("Enter")
     chooser.value.set_files(images["tif"])  # TIFF: the page shows the server's /preview rendering
     expect(page.locator("#download-png")).to_be_enabled()
     assert page.locator("#input-image").evaluate("img => img.naturalWidth") == WIDTH
@@ -215,7 +185,7 @@ def test_refuses_an_oversize_file_before_uploading(page: sync_api.Page, images: 
     page.on("request", lambda request: uploads.append(request.url) if request.method == "POST" else None)
     page.route("**/model", small_limit)
     page.reload()
-    expect(page.locator("#drop-hint")).to_contain_text("up to")
+    expect(page.locator("#drop-hint")).to_contain_text("up to 1 kB")
 
     page.locator("#file-input").set_input_files(images["png"])
     expect(page.locator("#error")).to_contain_text("This file is too large")

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -198,6 +199,38 @@ class PointsDirectory:
         )
 
 
+STREAM_SUFFIXES = (".jpg", ".jpeg", ".png")
+"""Formats whose windows can only be read by decoding the file from its start."""
+
+
+class DecodedRasterCache:
+    """Whole decoded JPEG/PNG images and masks, least recently used first out, bounded in bytes.
+
+    Random training crops of a JPEG re-decode most of the file each time (about 50-100 ms for a
+    2448² DeepGlobe image), so each process (each DataLoader worker) keeps decoded files while
+    they fit. GeoTIFFs are read by window and never cached.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[str, Path], np.ndarray] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple[str, Path], load: Callable[[], np.ndarray]) -> np.ndarray:
+        """Return the cached array for ``key``, loading (and maybe caching) it on a miss."""
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        array = load()
+        if array.nbytes <= self.max_bytes:
+            self._items[key] = array
+            self._bytes += array.nbytes
+            while self._bytes > self.max_bytes:
+                _, evicted = self._items.popitem(last=False)
+                self._bytes -= evicted.nbytes
+        return array
+
+
 class SegmentationDataset(Dataset[Sample]):
     """Reads samples as ``{"image", "mask", "points", "path", "id", ["crs", "transform"]}``.
 
@@ -226,6 +259,7 @@ class SegmentationDataset(Dataset[Sample]):
         crops_per_image: int = 1,
         points: PointSource | None = None,
         with_masks: bool = True,
+        cache_bytes: int = 1 << 30,
     ) -> None:
         if not refs:
             raise PointsegError("empty dataset: no samples selected")
@@ -238,6 +272,7 @@ class SegmentationDataset(Dataset[Sample]):
         self.with_masks = with_masks and all(ref.mask_path is not None for ref in self.refs)
         self._points_cache: dict[str, PointLabels] = {}
         self._masks_checked: set[Path] = set()
+        self._decoded = DecodedRasterCache(cache_bytes)
 
     def __len__(self) -> int:
         return len(self.refs) * self.crops_per_image
@@ -247,7 +282,10 @@ class SegmentationDataset(Dataset[Sample]):
         with open_raster(ref.image_path) as dataset:
             region = ref.window or Window(0, 0, dataset.width, dataset.height)
             window = self._choose_window(region)
-            image = read_pixels(dataset, window)
+            if ref.image_path.suffix.lower() in STREAM_SUFFIXES:
+                image = _cut(self._decoded.get(("image", ref.image_path), lambda: read_pixels(dataset)), window)
+            else:
+                image = read_pixels(dataset, window)
             georeferencing = (
                 (dataset.crs.to_wkt(), tuple(dataset.window_transform(window))[:6]) if dataset.crs else None
             )
@@ -258,8 +296,7 @@ class SegmentationDataset(Dataset[Sample]):
             "id": ref.id,
         }
         if self.with_masks:
-            assert ref.mask_path is not None
-            mask = read_mask(ref.mask_path, self.schema, window)
+            mask = self._mask(ref, window)
             sample["mask"] = torch.from_numpy(mask.astype(np.int64))
         if self.point_source is not None:
             crop = self._points(ref, region).crop(
@@ -285,6 +322,14 @@ class SegmentationDataset(Dataset[Sample]):
             check_mask_size(ref, width, height)
             self._masks_checked.add(ref.mask_path)
 
+    def _mask(self, ref: SampleRef, window: Window) -> np.ndarray:
+        """Dense labels of ``window`` (decoded once per process for PNG masks)."""
+        assert ref.mask_path is not None
+        path = ref.mask_path
+        if path.suffix.lower() in STREAM_SUFFIXES:
+            return _cut(self._decoded.get(("mask", path), lambda: read_mask(path, self.schema)), window)
+        return read_mask(path, self.schema, window)
+
     def _choose_window(self, region: Window) -> Window:
         if not self.crop_size:
             return region
@@ -298,7 +343,7 @@ class SegmentationDataset(Dataset[Sample]):
         cached = self._points_cache.get(ref.id)
         if cached is None:
             assert self.point_source is not None
-            dense = read_mask(ref.mask_path, self.schema, ref.window) if ref.mask_path is not None else None
+            dense = self._mask(ref, region) if ref.mask_path is not None else None
             cached = self.point_source.points_for(ref, dense)
             if (cached.height, cached.width) != (int(region.height), int(region.width)):
                 raise PointsegError(
@@ -307,6 +352,12 @@ class SegmentationDataset(Dataset[Sample]):
                 )
             self._points_cache[ref.id] = cached
         return cached
+
+
+def _cut(array: np.ndarray, window: Window) -> np.ndarray:
+    """The ``window`` of a whole ``(..., H, W)`` array."""
+    rows, cols = window.toslices()
+    return array[..., rows, cols]
 
 
 def check_mask_size(ref: SampleRef, image_width: int, image_height: int) -> None:
