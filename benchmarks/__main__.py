@@ -24,7 +24,9 @@ BENCHMARKS = ("training_loop", "predict_speed", "predict_memory", "api_load")
 
 def main() -> int:
     """Run the benchmarks and print the summary."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     args = parser.parse_args()
     started = time.monotonic()
@@ -34,16 +36,28 @@ def main() -> int:
         failed = []
         for name in args.only:
             print(f"--- {name}", flush=True)
-            done = subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], env=environment,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            done = subprocess.run(
+                [sys.executable, "-m", f"benchmarks.{name}"],
+                env=environment,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             if done.returncode != 0:
                 failed.append(name)
                 print(done.stdout[-3000:])
-        results = [json.loads(line) for line in results_file.read_text().splitlines()] if results_file.exists() else []
+        results = (
+            [json.loads(line) for line in results_file.read_text().splitlines()]
+            if results_file.exists()
+            else []
+        )
     print(f"\n=== {len(results)} targets in {(time.monotonic() - started) / 60:.1f} min")
     for result in results:
         verdict = "HOLDS" if result["holds"] else "MISSES"
-        print(f"{result['name']}: {result['figure']:.3f} (target {result['target']}) {verdict}  {result['detail']}")
+        print(
+            f"{result['name']}: {result['figure']:.3f} (target {result['target']}) {verdict}  "
+            f"{result['detail']}"
+        )
     for name in failed:
         print(f"{name}: did not finish (see its output above)")
     return 0 if results and all(r["holds"] for r in results) and not failed else 1

@@ -97,7 +97,9 @@ def load(url: str, png: bytes, clients: int, seconds: float) -> tuple[list[float
 
 def main() -> Result:
     """Measure the bare model, then the server under load, and print the ratio."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
@@ -107,9 +109,21 @@ def main() -> Result:
         bare_before = bare_images_per_second(checkpoint, png)
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "pointseg", "serve", "--checkpoint", str(checkpoint), "--port", str(port),
-             "--max-queue", str(args.clients * 2)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pointseg",
+                "serve",
+                "--checkpoint",
+                str(checkpoint),
+                "--port",
+                str(port),
+                "--max-queue",
+                str(args.clients * 2),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -121,7 +135,9 @@ def main() -> Result:
                 except httpx.HTTPError:
                     pass
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not get ready: {server.stderr.read() if server.stderr else ''}")
+                    raise RuntimeError(
+                        f"server did not get ready: {server.stderr.read() if server.stderr else ''}"
+                    )
                 time.sleep(0.2)
             started = time.monotonic()
             latencies, errors = load(url, png, args.clients, args.seconds)
@@ -133,12 +149,18 @@ def main() -> Result:
     throughput = len(latencies) / elapsed
     ratio = throughput / bare
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
-    return report(Result(
-        f"(d) API throughput / bare model, {args.clients} clients x {args.seconds:.0f} s", ratio,
-        ">= 0.8, 0 errors", ratio >= 0.8 and not errors,
-        f"{throughput:.2f} vs {bare:.2f} images/s ({SIZE}² PNG); {len(latencies)} ok, {len(errors)} errors; "
-        f"latency p50 {quantiles[49]:.2f} s, p99 {quantiles[98]:.2f} s" + (f"; first error: {errors[0]}" if errors else ""),
-    ))
+    return report(
+        Result(
+            f"(d) API throughput / bare model, {args.clients} clients x {args.seconds:.0f} s",
+            ratio,
+            ">= 0.8, 0 errors",
+            ratio >= 0.8 and not errors,
+            f"{throughput:.2f} vs {bare:.2f} images/s ({SIZE}² PNG); "
+            f"{len(latencies)} ok, {len(errors)} errors; "
+            f"latency p50 {quantiles[49]:.2f} s, p99 {quantiles[98]:.2f} s"
+            + (f"; first error: {errors[0]}" if errors else ""),
+        )
+    )
 
 
 if __name__ == "__main__":

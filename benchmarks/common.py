@@ -62,9 +62,19 @@ def write_test_raster(path: Path, size: int, bands: int = 3, seed: int = 0) -> P
     rng = np.random.default_rng(seed)
     block = 512
     pattern = rng.integers(0, 255, size=(bands, block, block), dtype=np.uint8)
-    profile = {"driver": "GTiff", "width": size, "height": size, "count": bands, "dtype": "uint8", "tiled": True,
-               "blockxsize": block, "blockysize": block, "compress": "deflate", "crs": CRS.from_epsg(32633),
-               "transform": from_origin(400000, 5000000, 0.5, 0.5)}
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": bands,
+        "dtype": "uint8",
+        "tiled": True,
+        "blockxsize": block,
+        "blockysize": block,
+        "compress": "deflate",
+        "crs": CRS.from_epsg(32633),
+        "transform": from_origin(400000, 5000000, 0.5, 0.5),
+    }
     with rasterio.open(path, "w", **profile) as dataset:
         for row in range(0, size, block):
             for col in range(0, size, block):
@@ -73,8 +83,9 @@ def write_test_raster(path: Path, size: int, bands: int = 3, seed: int = 0) -> P
     return path
 
 
-def write_untrained_checkpoint(path: Path, tile: int = 64, overlap: float = 0.25, val_miou: float = 0.5,
-                               epoch: int = 3) -> Path:
+def write_untrained_checkpoint(
+    path: Path, tile: int = 64, overlap: float = 0.25, val_miou: float = 0.5, epoch: int = 3
+) -> Path:
     """Save an untrained DeepLabV3+ of the small CPU config as `pointseg train` saves one (Lightning format).
 
     Only the weights are not learned: config, class schema and band statistics come from a real
@@ -88,14 +99,25 @@ def write_untrained_checkpoint(path: Path, tile: int = 64, overlap: float = 0.25
     from pointseg.training import SegmentationTask
 
     torch.manual_seed(0)
-    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "cpu_small.yaml",
-                         [f"data.root={path.parent}", f"eval.tile={tile}", f"eval.overlap={overlap}"])
-    task = SegmentationTask(
-        config.model_dump(mode="json", by_alias=True), deepglobe.SCHEMA.to_dict(),
-        {"mean": [120.0, 110.0, 100.0], "std": [50.0, 50.0, 50.0]}, load_pretrained=False,
+    config = load_config(
+        Path(__file__).resolve().parents[1] / "configs" / "cpu_small.yaml",
+        [f"data.root={path.parent}", f"eval.tile={tile}", f"eval.overlap={overlap}"],
     )
-    torch.save({
-        "epoch": epoch, "hyper_parameters": dict(task.hparams), "state_dict": task.state_dict(),
-        "callbacks": {"ModelCheckpoint{'monitor': 'val_miou'}": {"best_model_score": torch.tensor(val_miou)}},
-    }, path)
+    task = SegmentationTask(
+        config.model_dump(mode="json", by_alias=True),
+        deepglobe.SCHEMA.to_dict(),
+        {"mean": [120.0, 110.0, 100.0], "std": [50.0, 50.0, 50.0]},
+        load_pretrained=False,
+    )
+    torch.save(
+        {
+            "epoch": epoch,
+            "hyper_parameters": dict(task.hparams),
+            "state_dict": task.state_dict(),
+            "callbacks": {
+                "ModelCheckpoint{'monitor': 'val_miou'}": {"best_model_score": torch.tensor(val_miou)}
+            },
+        },
+        path,
+    )
     return path

@@ -32,7 +32,9 @@ def measure(raster: Path, out: Path, tile: int, overlap: float) -> dict[str, flo
     from pointseg.schema import ClassSchema
 
     torch.manual_seed(0)
-    network = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 6, 1)).eval()
+    network = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 6, 1)
+    ).eval()
 
     def forward(batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -48,7 +50,9 @@ def measure(raster: Path, out: Path, tile: int, overlap: float) -> dict[str, flo
 
 def main() -> Result:
     """Run both sizes in fresh processes and report the ratio."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--small", type=int, default=4096)
     parser.add_argument("--large", type=int, default=16384)
     parser.add_argument("--tile", type=int, default=512)
@@ -64,16 +68,33 @@ def main() -> Result:
         for size in (args.small, args.large):
             raster = write_test_raster(Path(work) / f"input_{size}.tif", size)
             done = subprocess.run(
-                [sys.executable, "-m", "benchmarks.predict_memory", "--measure", str(raster),
-                 "--out", str(Path(work) / f"out_{size}"), "--tile", str(args.tile), "--overlap", str(args.overlap)],
-                capture_output=True, text=True, check=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.predict_memory",
+                    "--measure",
+                    str(raster),
+                    "--out",
+                    str(Path(work) / f"out_{size}"),
+                    "--tile",
+                    str(args.tile),
+                    "--overlap",
+                    str(args.overlap),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
             )
             peaks[size] = json.loads(done.stdout.strip().splitlines()[-1])
             raster.unlink()
     small, large = peaks[args.small], peaks[args.large]
     ratio = large["peak_mib"] / small["peak_mib"]
-    detail = (f"peak RSS {large['peak_mib']:.0f} MiB at {args.large}² vs {small['peak_mib']:.0f} MiB at {args.small}² "
-              f"({(args.large / args.small) ** 2:.0f}x the pixels; {large['seconds']:.0f} s vs {small['seconds']:.0f} s)")
+    detail = (
+        f"peak RSS {large['peak_mib']:.0f} MiB at {args.large}² "
+        f"vs {small['peak_mib']:.0f} MiB at {args.small}² "
+        f"({(args.large / args.small) ** 2:.0f}x the pixels; "
+        f"{large['seconds']:.0f} s vs {small['seconds']:.0f} s)"
+    )
     return report(Result("predict peak memory 16384²/4096²", ratio, "<= 1.2", ratio <= 1.2, detail))
 
 

@@ -48,9 +48,13 @@ def alternate(first, second, repeats: int) -> tuple[float, float]:  # type: igno
 
 def main() -> list[Result]:
     """Run (a) and (b) and print one line each."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--encoder", default="resnet50")
-    parser.add_argument("--size", type=int, default=2048, help="raster side; tiles of --tile cover it exactly")
+    parser.add_argument(
+        "--size", type=int, default=2048, help="raster side; tiles of --tile cover it exactly"
+    )
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
@@ -58,8 +62,10 @@ def main() -> list[Result]:
     torch.manual_seed(0)
     network = build_model(SCHEMA.num_classes, 3, encoder=args.encoder).eval()
     tiles_per_side = args.size // args.tile
-    batches = [torch.randn(args.batch_size, 3, args.tile, args.tile)
-               for _ in range(tiles_per_side**2 // args.batch_size)]
+    batches = [
+        torch.randn(args.batch_size, 3, args.tile, args.tile)
+        for _ in range(tiles_per_side**2 // args.batch_size)
+    ]
     megapixels = args.size**2 / 1e6
     results = []
     with tempfile.TemporaryDirectory() as work:
@@ -75,11 +81,18 @@ def main() -> list[Result]:
 
         pipeline_s, bare_s = alternate(pipeline, bare_forward, args.repeats)
         ratio = bare_s / pipeline_s
-        results.append(report(Result(
-            "(a) predict / bare forward, overlap 0", ratio, ">= 0.9", ratio >= 0.9,
-            f"{megapixels / pipeline_s:.2f} vs {megapixels / bare_s:.2f} Mpx/s; {args.encoder}, "
-            f"{tiles_per_side**2} tiles of {args.tile}², batch {args.batch_size}",
-        )))
+        results.append(
+            report(
+                Result(
+                    "(a) predict / bare forward, overlap 0",
+                    ratio,
+                    ">= 0.9",
+                    ratio >= 0.9,
+                    f"{megapixels / pipeline_s:.2f} vs {megapixels / bare_s:.2f} Mpx/s; {args.encoder}, "
+                    f"{tiles_per_side**2} tiles of {args.tile}², batch {args.batch_size}",
+                )
+            )
+        )
 
     fast = torch_forward(network, "cpu", "bf16")
 
@@ -94,11 +107,18 @@ def main() -> list[Result]:
 
     fast_s, eager_s = alternate(fast_path, fp32_eager, args.repeats)
     speedup = eager_s / fast_s
-    results.append(report(Result(
-        "(b) bf16 fast path / fp32 eager", speedup, ">= 1.5", speedup >= 1.5,
-        f"{megapixels / fast_s:.2f} vs {megapixels / eager_s:.2f} Mpx/s; "
-        f"bf16 support on this CPU: {torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()}",
-    )))
+    results.append(
+        report(
+            Result(
+                "(b) bf16 fast path / fp32 eager",
+                speedup,
+                ">= 1.5",
+                speedup >= 1.5,
+                f"{megapixels / fast_s:.2f} vs {megapixels / eager_s:.2f} Mpx/s; "
+                f"native bf16 on this CPU: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}",
+            )
+        )
+    )
     return results
 
 

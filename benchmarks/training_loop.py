@@ -40,10 +40,12 @@ class StepTimer(Callback):
         self.images = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        """Start the clock at the first timed batch."""
         if batch_idx == self.warmup:
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        """Count the batch's images and stop the clock."""
         if batch_idx >= self.warmup:
             self.images += batch["image"].shape[0]
             self.end = time.perf_counter()
@@ -51,17 +53,24 @@ class StepTimer(Callback):
 
 def main() -> Result:
     """Time both loops and print the ratio."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "deepglobe" / "train")
     parser.add_argument("--steps", type=int, default=12, help="timed steps (after --warmup)")
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
     total = args.steps + args.warmup
-    config = load_config(ROOT / "configs" / "cpu_small.yaml", [f"data.root={args.data}", "trainer.max_epochs=1"])
+    config = load_config(
+        ROOT / "configs" / "cpu_small.yaml", [f"data.root={args.data}", "trainer.max_epochs=1"]
+    )
     schema, splits = split_samples(config.data)
     band_stats = BandStats.estimate([ref.image_path for ref in splits["train"]])
-    hparams = (config.model_dump(mode="json", by_alias=True), schema.to_dict(),
-               {"mean": list(band_stats.mean), "std": list(band_stats.std)})
+    hparams = (
+        config.model_dump(mode="json", by_alias=True),
+        schema.to_dict(),
+        {"mean": list(band_stats.mean), "std": list(band_stats.std)},
+    )
 
     L.seed_everything(0, verbose=False)
     datamodule = SegmentationDataModule(config, schema, splits, band_stats)
@@ -69,10 +78,19 @@ def main() -> Result:
     timer = StepTimer(args.warmup)
     with tempfile.TemporaryDirectory() as work:
         trainer = L.Trainer(
-            max_epochs=1, limit_train_batches=total, limit_val_batches=0, num_sanity_val_steps=0,
-            precision=config.trainer.precision, accelerator="cpu", gradient_clip_val=config.trainer.gradient_clip_val,
-            logger=CSVLogger(work), callbacks=[timer], enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, log_every_n_steps=config.trainer.log_every_n_steps,
+            max_epochs=1,
+            limit_train_batches=total,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            precision=config.trainer.precision,
+            accelerator="cpu",
+            gradient_clip_val=config.trainer.gradient_clip_val,
+            logger=CSVLogger(work),
+            callbacks=[timer],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            log_every_n_steps=config.trainer.log_every_n_steps,
         )
         trainer.fit(task, datamodule=datamodule)
     lightning_rate = timer.images / (timer.end - timer.start)
@@ -102,11 +120,17 @@ def main() -> Result:
             images += batch["image"].shape[0]
     bare_rate = images / (time.perf_counter() - start)
     ratio = lightning_rate / bare_rate
-    return report(Result(
-        "training loop / bare loop (images/s)", ratio, ">= 0.85", ratio >= 0.85,
-        f"{lightning_rate:.2f} vs {bare_rate:.2f} images/s; {args.steps} timed steps of {config.data.batch_size} "
-        f"{config.data.crop_size}² crops, {config.data.num_workers} loader workers",
-    ))
+    return report(
+        Result(
+            "training loop / bare loop (images/s)",
+            ratio,
+            ">= 0.85",
+            ratio >= 0.85,
+            f"{lightning_rate:.2f} vs {bare_rate:.2f} images/s; "
+            f"{args.steps} timed steps of {config.data.batch_size} "
+            f"{config.data.crop_size}² crops, {config.data.num_workers} loader workers",
+        )
+    )
 
 
 if __name__ == "__main__":

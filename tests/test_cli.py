@@ -9,28 +9,9 @@ import pytest
 import rasterio
 
 from fake_data import rgb_mask, write_deepglobe, write_folder_dataset, write_raster
-from pointseg.cli import main
 from pointseg.datasets import deepglobe
 from pointseg.raster import read_mask
 from pointseg.schema import IGNORE_INDEX
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    """Run ``pointseg ARGS...`` in-process; return (exit status, stdout, stderr)."""
-
-    def run(*args: object) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["pointseg", *map(str, args)])
-        capsys.readouterr()  # drop what writing the fake data printed
-        try:
-            main()
-            code = 0
-        except SystemExit as done:
-            code = done.code if isinstance(done.code, int) else int(done.code is not None)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -216,12 +197,32 @@ def test_points_simulate_bad_mask_leaves_out_folder_unchanged(cli, tmp_path) -> 
     out.mkdir()
     (out / "100_sat.png").write_bytes(b"from an earlier run")
     (out / "notes.txt").write_bytes(b"mine")
-    code, _, err = cli("points", "simulate", root, "-f", "deepglobe", "--out", out)
+    code, _, err = cli("points", "simulate", root, "-f", "deepglobe", "--out", out, "--overwrite")
     assert code == 1
     assert err.startswith(f"error: {root / '101_mask.png'}: 1 mask colour(s) not in the 'deepglobe' schema")
     assert "#090909 (9, 9, 9): 64 px" in err
     assert snapshot(out) == {"100_sat.png": b"from an earlier run", "notes.txt": b"mine"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "points"]  # no staging folder left
+
+
+def test_points_simulate_refuses_a_used_folder_unless_told_to_replace_it(cli, tmp_path) -> None:
+    root = write_deepglobe(tmp_path / "data", count=2, size=32)
+    out = tmp_path / "points"
+    out.mkdir()
+    (out / "stale.png").write_bytes(b"from another run")
+    code, _, err = cli("points", "simulate", root, "-f", "deepglobe", "--out", out)
+    assert code == 1 and "folder is not empty" in err and "--overwrite" in err
+    assert snapshot(out) == {"stale.png": b"from another run"}
+    code, _, _ = cli("points", "simulate", root, "-f", "deepglobe", "--out", out, "--overwrite")
+    assert code == 0
+    assert sorted(snapshot(out)) == [
+        "100_sat.geojson",
+        "100_sat.png",
+        "101_sat.geojson",
+        "101_sat.png",
+        "summary.json",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "points"]  # nothing retired left behind
 
 
 @pytest.mark.parametrize(

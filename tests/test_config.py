@@ -25,11 +25,17 @@ def test_extends_merges_sections_and_keeps_the_rest() -> None:
 
 def test_cpu_small_is_the_small_config() -> None:
     config = load_config(CONFIGS / "cpu_small.yaml")
-    assert (config.model.encoder, config.data.crop_size, config.trainer.precision) == ("resnet18", 256, "bf16-mixed")
+    assert (config.model.encoder, config.data.crop_size, config.trainer.precision) == (
+        "resnet18",
+        256,
+        "bf16-mixed",
+    )
 
 
 def test_overrides_parse_values_as_yaml() -> None:
-    config = load_config(CONFIGS / "cpu_small.yaml", ["optim.lr=0.01", "data.val=[a, b]", "trainer.max_epochs=3"])
+    config = load_config(
+        CONFIGS / "cpu_small.yaml", ["optim.lr=0.01", "data.val=[a, b]", "trainer.max_epochs=3"]
+    )
     assert config.optim.lr == 0.01
     assert config.data.val == ["a", "b"]
     assert config.trainer.max_epochs == 3
@@ -49,7 +55,9 @@ def test_override_without_equals_is_an_error() -> None:
 
 def test_dense_ce_with_point_supervision_is_rejected() -> None:
     with pytest.raises(PointsegError, match="pce"):
-        parse_config({"data": {"format": "deepglobe", "root": "x", "val": ["1"]}, "loss": {"name": "ce"}}, "cfg")
+        parse_config(
+            {"data": {"format": "deepglobe", "root": "x", "val": ["1"]}, "loss": {"name": "ce"}}, "cfg"
+        )
 
 
 def test_extends_cycle_is_an_error(tmp_path: Path) -> None:

@@ -1,14 +1,12 @@
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from fake_data import write_deepglobe, write_raster
 from torch import nn
 
-from pointseg import cli
+from fake_data import write_deepglobe, write_raster
 from pointseg.checkpoint import TrainedModel
 from pointseg.config import parse_config
 from pointseg.datasets import BandStats, discover_dataset
@@ -16,8 +14,12 @@ from pointseg.evaluation import evaluate_model
 from pointseg.schema import ClassSchema
 
 SCHEMA = ClassSchema(
-    name="hand", classes=("a", "b", "c", "d"), colors=((255, 0, 0), (0, 255, 0), (0, 0, 255), (9, 9, 9)),
-    mask_encoding="index", mask_values=(1, 2, 3, 4), ignore_values=(0,),
+    name="hand",
+    classes=("a", "b", "c", "d"),
+    colors=((255, 0, 0), (0, 255, 0), (0, 0, 255), (9, 9, 9)),
+    mask_encoding="index",
+    mask_values=(1, 2, 3, 4),
+    ignore_values=(0,),
 )
 # Ground truth (0 = ignored) and prediction, as class letters.
 TRUTH = ["aabb", "aabb", "cc..", "ccbb"]
@@ -37,15 +39,29 @@ def letters_to_labels(rows: list[str]) -> np.ndarray:
 
 
 def identity_model(tmp_path: Path) -> TrainedModel:
-    config = parse_config({"data": {"format": "folder", "root": str(tmp_path), "val": ["x"]},
-                           "eval": {"tile": 32, "overlap": 0.25}}, "test")
-    return TrainedModel(model=nn.Identity(), schema=SCHEMA, band_stats=BandStats((0.0,) * 4, (1.0,) * 4),
-                        config=config, path=tmp_path / "identity.ckpt", val_miou=None, epoch=None)
+    config = parse_config(
+        {
+            "data": {"format": "folder", "root": str(tmp_path), "val": ["x"]},
+            "eval": {"tile": 32, "overlap": 0.25},
+        },
+        "test",
+    )
+    return TrainedModel(
+        model=nn.Identity(),
+        schema=SCHEMA,
+        band_stats=BandStats((0.0,) * 4, (1.0,) * 4),
+        config=config,
+        path=tmp_path / "identity.ckpt",
+        val_miou=None,
+        epoch=None,
+    )
 
 
 def test_evaluate_matches_the_hand_worked_miou_with_an_absent_class(tmp_path: Path) -> None:
     prediction = letters_to_labels(PREDICTION)  # 1..4
-    one_hot = np.stack([(prediction == k + 1) for k in range(4)]).astype(np.float32)  # the identity model's logits
+    one_hot = np.stack([(prediction == k + 1) for k in range(4)]).astype(
+        np.float32
+    )  # the identity model's logits
     write_raster(tmp_path / "images" / "scene.tif", one_hot)
     write_raster(tmp_path / "masks" / "scene.tif", letters_to_labels(TRUTH))
     refs = discover_dataset("folder", tmp_path, SCHEMA).require_usable()
@@ -64,7 +80,9 @@ def test_evaluate_matches_the_hand_worked_miou_with_an_absent_class(tmp_path: Pa
 
 
 def test_evaluate_refuses_data_with_other_classes(tmp_path: Path) -> None:
-    other = ClassSchema(name="other", classes=("x", "y"), colors=((0, 0, 0), (1, 1, 1)), mask_encoding="index")
+    other = ClassSchema(
+        name="other", classes=("x", "y"), colors=((0, 0, 0), (1, 1, 1)), mask_encoding="index"
+    )
     with pytest.raises(Exception, match="differ from the model"):
         evaluate_model(identity_model(tmp_path), [], other)
 
@@ -77,27 +95,40 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
     root = tmp_path_factory.mktemp("evaluate")
     data = write_deepglobe(root / "data", count=3, size=64)
-    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "cpu_small.yaml", [
-        f"data.root={data}", "data.val=['102']", "data.test=[]", "data.crop_size=64", "data.num_workers=0",
-        "data.crops_per_image=2", "eval.tile=64", "trainer.max_epochs=1", f"output_dir={root}", "run_name=run",
-    ])
+    config = load_config(
+        Path(__file__).resolve().parents[1] / "configs" / "cpu_small.yaml",
+        [
+            f"data.root={data}",
+            "data.val=['102']",
+            "data.test=[]",
+            "data.crop_size=64",
+            "data.num_workers=0",
+            "data.crops_per_image=2",
+            "eval.tile=64",
+            "trainer.max_epochs=1",
+            f"output_dir={root}",
+            "run_name=run",
+        ],
+    )
     return data, train(config, progress=False) / "checkpoints" / "best.ckpt"
 
 
-def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["pointseg", *args])
-    try:
-        cli.main()
-    except SystemExit as done:
-        return int(done.code or 0)
-    return 0
-
-
-def test_evaluate_command_writes_the_json_report(trained_run, tmp_path, monkeypatch, capsys) -> None:
+def test_evaluate_command_writes_the_json_report(trained_run, tmp_path, cli) -> None:
     data, checkpoint = trained_run
     out = tmp_path / "report.json"
-    code = run_cli(monkeypatch, "evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "-f", "deepglobe",
-                   "--select", "102", "--json", str(out))
+    code, stdout, _ = cli(
+        "evaluate",
+        "--checkpoint",
+        checkpoint,
+        "--data",
+        data,
+        "-f",
+        "deepglobe",
+        "--select",
+        "102",
+        "--json",
+        out,
+    )
     assert code == 0
     report = json.loads(out.read_text())
     assert set(report) >= {"miou", "per_class_iou", "accuracy", "confusion_matrix", "absent_classes"}
@@ -105,21 +136,22 @@ def test_evaluate_command_writes_the_json_report(trained_run, tmp_path, monkeypa
     matrix = np.array(report["confusion_matrix"])
     assert matrix.shape == (6, 6)
     assert matrix.sum() == 64 * 64 - 16  # every pixel but the ignored 4x4 'unknown' corner
-    assert "mIoU" in capsys.readouterr().out
+    assert "mIoU" in stdout
 
 
-def test_evaluate_command_errors_are_clear(trained_run, tmp_path, monkeypatch, capsys) -> None:
+def test_evaluate_command_errors_are_clear(trained_run, tmp_path, cli) -> None:
     data, checkpoint = trained_run
     not_a_checkpoint = tmp_path / "model.ckpt"
     not_a_checkpoint.write_text("hello")
-    assert run_cli(monkeypatch, "evaluate", "--checkpoint", str(not_a_checkpoint), "--data", str(data),
-                   "-f", "deepglobe") == 1
-    assert "not a readable PyTorch checkpoint" in capsys.readouterr().err
+    code, _, err = cli("evaluate", "--checkpoint", not_a_checkpoint, "--data", data, "-f", "deepglobe")
+    assert code == 1 and "not a readable PyTorch checkpoint" in err
     schema_file = tmp_path / "other.yaml"
     schema_file.write_text(yaml.safe_dump({"classes": [{"name": "x", "color": "#000001"}]}))
-    assert run_cli(monkeypatch, "evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "-f", "deepglobe",
-                   "--schema", str(schema_file)) == 1
-    assert "differ from the model" in capsys.readouterr().err
-    assert run_cli(monkeypatch, "evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "-f", "deepglobe",
-                   "--precision", "fp8") == 1
-    assert "--precision 'fp8'" in capsys.readouterr().err
+    code, _, err = cli(
+        "evaluate", "--checkpoint", checkpoint, "--data", data, "-f", "deepglobe", "--schema", schema_file
+    )
+    assert code == 1 and "differ from the model" in err
+    code, _, err = cli(
+        "evaluate", "--checkpoint", checkpoint, "--data", data, "-f", "deepglobe", "--precision", "fp8"
+    )
+    assert code == 1 and "--precision 'fp8'" in err

@@ -1,14 +1,12 @@
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 import torch
-from fake_data import UTM, block_labels, image_for, write_raster, write_untrained_checkpoint
 from rasterio.transform import from_origin
 
-from pointseg import cli
+from fake_data import UTM, block_labels, image_for, write_raster, write_untrained_checkpoint
 from pointseg.checkpoint import load_trained_model
 from pointseg.datasets import deepglobe
 from pointseg.errors import PointsegError
@@ -38,35 +36,33 @@ def test_onnx_matches_torch_with_dynamic_batch_and_size(exported: tuple[Path, Pa
         assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.999
 
 
-def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["pointseg", *map(str, args)])
-    try:
-        cli.main()
-    except SystemExit as done:
-        return int(done.code or 0)
-    return 0
-
-
-def test_predict_with_onnx_agrees_with_torch_on_999_per_mille(exported, tmp_path, monkeypatch) -> None:
+def test_predict_with_onnx_agrees_with_torch_on_999_per_mille(exported, tmp_path, cli) -> None:
     checkpoint, onnx_path = exported
     labels = block_labels(150, 210, 6, seed=2)
-    scene = write_raster(tmp_path / "scene.tif", image_for(labels, np.array(deepglobe.SCHEMA.colors), seed=2),
-                         UTM, from_origin(300000, 5000000, 1, 1))
-    assert run_cli(monkeypatch, "predict", scene, "--checkpoint", checkpoint, "--out", tmp_path / "torch") == 0
-    assert run_cli(monkeypatch, "predict", scene, "--onnx", onnx_path, "--out", tmp_path / "onnx") == 0
-    with rasterio.open(tmp_path / "torch" / "scene_classes.tif") as a, rasterio.open(tmp_path / "onnx" / "scene_classes.tif") as b:
+    scene = write_raster(
+        tmp_path / "scene.tif",
+        image_for(labels, np.array(deepglobe.SCHEMA.colors), seed=2),
+        UTM,
+        from_origin(300000, 5000000, 1, 1),
+    )
+    assert cli("predict", scene, "--checkpoint", checkpoint, "--out", tmp_path / "torch")[0] == 0
+    assert cli("predict", scene, "--onnx", onnx_path, "--out", tmp_path / "onnx")[0] == 0
+    with (
+        rasterio.open(tmp_path / "torch" / "scene_classes.tif") as a,
+        rasterio.open(tmp_path / "onnx" / "scene_classes.tif") as b,
+    ):
         assert a.crs == b.crs == UTM
         agreement = (a.read(1) == b.read(1)).mean()
     assert agreement >= 0.999
 
 
-def test_export_command_and_bad_model_files(exported, tmp_path, monkeypatch, capsys) -> None:
+def test_export_command_and_bad_model_files(exported, tmp_path, cli) -> None:
     checkpoint, _ = exported
-    assert run_cli(monkeypatch, "export", "onnx", "--checkpoint", checkpoint, "--out", tmp_path / "m.onnx") == 0
+    assert cli("export", "onnx", "--checkpoint", checkpoint, "--out", tmp_path / "m.onnx")[0] == 0
     assert (tmp_path / "m.onnx").stat().st_size > 100_000
     not_onnx = tmp_path / "bad.onnx"
     not_onnx.write_text("not a model")
-    with pytest.raises(PointsegError, match="bad.onnx: not a readable ONNX model"):
+    with pytest.raises(PointsegError, match=r"bad\.onnx: not a readable ONNX model"):
         load_onnx_model(not_onnx)
-    assert run_cli(monkeypatch, "predict", tmp_path, "--out", tmp_path / "o") == 1
-    assert "exactly one of --checkpoint" in capsys.readouterr().err
+    code, _, err = cli("predict", tmp_path, "--out", tmp_path / "o")
+    assert code == 1 and "exactly one of --checkpoint" in err

@@ -1,4 +1,3 @@
-import sys
 import time
 from pathlib import Path
 
@@ -10,7 +9,6 @@ from PIL import Image
 
 from fake_data import block_labels, write_deepglobe, write_raster
 from pointseg import plots
-from pointseg.cli import main
 from pointseg.config import TrainConfig
 from pointseg.datasets import deepglobe
 from pointseg.errors import PointsegError
@@ -40,18 +38,11 @@ dense,1.0,0.58,0.01,true
 
 
 @pytest.fixture
-def cli(monkeypatch, capsys):
-    """Run ``pointseg ARGS...`` in-process; return (exit status, stdout, stderr)."""
+def cli(cli):
+    """The shared ``cli`` fixture, with rich's line wrapping undone."""
 
     def run(*args: object) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["pointseg", *map(str, args)])
-        capsys.readouterr()
-        try:
-            main()
-            code = 0
-        except SystemExit as done:
-            code = done.code if isinstance(done.code, int) else int(done.code is not None)
-        out, err = capsys.readouterr()
+        code, out, err = cli(*args)
         return code, " ".join(out.split()), " ".join(err.split())
 
     return run

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from fake_data import UTM, block_labels, image_for, write_raster, write_untrained_checkpoint
 from rasterio.transform import from_origin
 
+from fake_data import UTM, block_labels, image_for, write_raster, write_untrained_checkpoint
 from pointseg.checkpoint import load_trained_model
 from pointseg.datasets import BandStats, deepglobe
 from pointseg.errors import PointsegError
@@ -47,7 +47,11 @@ def test_geotiff_output_keeps_crs_transform_size_and_has_a_colour_table(tmp_path
     scene = georeferenced_scene(tmp_path / "in" / "scene.tif", nodata_corner=True)
     model, _ = pointwise_model()
     [result] = predict_files(model, [scene], tmp_path / "out", output_format="both", confidence=True)
-    assert [p.name for p in result.outputs] == ["scene_classes.tif", "scene_classes.png", "scene_confidence.tif"]
+    assert [p.name for p in result.outputs] == [
+        "scene_classes.tif",
+        "scene_classes.png",
+        "scene_confidence.tif",
+    ]
     with rasterio.open(tmp_path / "out" / "scene_classes.tif") as out:
         assert out.crs == UTM and out.transform == TRANSFORM and (out.width, out.height) == (230, 150)
         assert out.dtypes == ("uint8",) and out.nodata == IGNORE_INDEX
@@ -105,7 +109,7 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(tmp_path: Path) -> None:
         predict_files(model, [tmp_path / "empty"], out)
     corrupt = tmp_path / "corrupt.tif"
     corrupt.write_bytes(b"II*\x00" + b"\x00" * 50)
-    with pytest.raises(PointsegError, match="corrupt.tif"):
+    with pytest.raises(PointsegError, match=r"corrupt\.tif"):
         predict_files(model, [corrupt], out)
     four_bands = write_raster(tmp_path / "four.tif", np.zeros((4, 40, 40), dtype=np.uint8), UTM, TRANSFORM)
     with pytest.raises(PointsegError, match=r"four.tif: 4 band\(s\), but the model takes 3"):

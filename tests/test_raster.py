@@ -257,3 +257,20 @@ def test_write_label_raster_png(tmp_path) -> None:
         assert dataset.crs is None
         np.testing.assert_array_equal(dataset.read(1), labels)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.png"]
+
+
+def test_truncated_png_is_an_error_not_garbage_rows(tmp_path: Path) -> None:
+    """GDAL decodes a PNG cut short without complaint; open_raster checks its chunks first."""
+    png = write_raster(
+        tmp_path / "mask.png", np.arange(64 * 64, dtype=np.uint32).reshape(1, 64, 64).astype(np.uint8)
+    )
+    data = png.read_bytes()
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(PointsegError, match=r"cut\.png: the PNG is truncated"):
+        read_window(cut)
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(data[:40] + bytes([data[40] ^ 0xFF]) + data[41:])
+    with pytest.raises(PointsegError, match=r"corrupt\.png: the PNG is corrupt: .* fails its CRC check"):
+        read_window(corrupt)
+    assert read_window(png).shape == (1, 64, 64)

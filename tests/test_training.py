@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_data import write_deepglobe
 
+from fake_data import write_deepglobe
 from pointseg.checkpoint import load_trained_model
 from pointseg.config import TrainConfig, load_config
 from pointseg.errors import PointsegError
@@ -29,11 +29,23 @@ def _fresh_run_dir_variable(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def small_config(data: Path, out: Path, *extra: str) -> TrainConfig:
     """The shipped small CPU config, pointed at tiny fake rasters and shrunk to seconds."""
-    return load_config(CPU_SMALL, [
-        f"data.root={data}", "data.val=['102']", "data.test=['103']", "data.crop_size=64",
-        "data.crops_per_image=4", "data.batch_size=4", "data.num_workers=0", "points.density=0.2",
-        "eval.tile=64", "trainer.log_every_n_steps=1", f"output_dir={out}", *extra,
-    ])
+    return load_config(
+        CPU_SMALL,
+        [
+            f"data.root={data}",
+            "data.val=['102']",
+            "data.test=['103']",
+            "data.crop_size=64",
+            "data.crops_per_image=4",
+            "data.batch_size=4",
+            "data.num_workers=0",
+            "points.density=0.2",
+            "eval.tile=64",
+            "trainer.log_every_n_steps=1",
+            f"output_dir={out}",
+            *extra,
+        ],
+    )
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:
@@ -45,13 +57,19 @@ def epoch_losses(run_dir: Path) -> list[float]:
     return [float(row["train_loss_epoch"]) for row in read_metrics(run_dir) if row.get("train_loss_epoch")]
 
 
-def test_small_config_trains_on_points_loss_falls_and_checkpoints(fake_deepglobe: Path, tmp_path: Path) -> None:
-    config = small_config(fake_deepglobe, tmp_path, "trainer.max_epochs=5", "run_name=fast", "optim.schedule=none")
+def test_small_config_trains_on_points_loss_falls_and_checkpoints(
+    fake_deepglobe: Path, tmp_path: Path
+) -> None:
+    config = small_config(
+        fake_deepglobe, tmp_path, "trainer.max_epochs=5", "run_name=fast", "optim.schedule=none"
+    )
     run_dir = train(config, progress=False)
     losses = epoch_losses(run_dir)
     assert len(losses) == 5
     assert losses[-1] < 0.8 * losses[0], losses
-    assert (run_dir / "checkpoints" / "best.ckpt").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file() and (
+        run_dir / "checkpoints" / "last.ckpt"
+    ).is_file()
     for name in ("config.yaml", "environment.json", "summary.json", "metrics.csv"):
         assert (run_dir / name).is_file(), name
     environment = json.loads((run_dir / "environment.json").read_text())
@@ -59,7 +77,9 @@ def test_small_config_trains_on_points_loss_falls_and_checkpoints(fake_deepglobe
     assert set(environment["splits"]["train"]) == {"100_sat", "101_sat"}
     assert "torch" in environment["versions"]
     # Trained on points only: the labelled fraction of the training crops is the points' density.
-    fractions = [float(r["train_labelled_fraction"]) for r in read_metrics(run_dir) if r.get("train_labelled_fraction")]
+    fractions = [
+        float(r["train_labelled_fraction"]) for r in read_metrics(run_dir) if r.get("train_labelled_fraction")
+    ]
     assert all(0.1 < f < 0.3 for f in fractions), fractions
     summary = json.loads((run_dir / "summary.json").read_text())
     trained = load_trained_model(run_dir / "checkpoints" / "best.ckpt")
@@ -68,9 +88,13 @@ def test_small_config_trains_on_points_loss_falls_and_checkpoints(fake_deepglobe
 
 
 def test_resume_continues_the_epoch_count(fake_deepglobe: Path, tmp_path: Path) -> None:
-    first = train(small_config(fake_deepglobe, tmp_path, "trainer.max_epochs=2", "run_name=resumed"), progress=False)
+    first = train(
+        small_config(fake_deepglobe, tmp_path, "trainer.max_epochs=2", "run_name=resumed"), progress=False
+    )
     assert json.loads((first / "summary.json").read_text())["epochs"] == 2
-    again = train(small_config(fake_deepglobe, tmp_path, "trainer.max_epochs=3"), resume=first, progress=False)
+    again = train(
+        small_config(fake_deepglobe, tmp_path, "trainer.max_epochs=3"), resume=first, progress=False
+    )
     assert again == first
     summary = json.loads((first / "summary.json").read_text())
     assert summary["epochs"] == 3
@@ -93,7 +117,7 @@ def test_splits_are_disjoint_and_val_is_required(fake_deepglobe: Path, tmp_path:
     config = small_config(fake_deepglobe, tmp_path)
     _, splits = split_samples(config.data)
     assert [r.id for r in splits["val"]] == ["102_sat"]
-    with pytest.raises(PointsegError, match="data.val is empty"):
+    with pytest.raises(PointsegError, match=r"data\.val is empty"):
         split_samples(small_config(fake_deepglobe, tmp_path, "data.val=[]").data)
     with pytest.raises(PointsegError, match="matches no sample"):
         split_samples(small_config(fake_deepglobe, tmp_path, "data.val=['999']").data)
@@ -102,22 +126,61 @@ def test_splits_are_disjoint_and_val_is_required(fake_deepglobe: Path, tmp_path:
 
 
 def test_dense_supervision_trains_on_masks(fake_deepglobe: Path, tmp_path: Path) -> None:
-    config = small_config(fake_deepglobe, tmp_path, "supervision=dense", "loss.name=ce", "trainer.max_epochs=1",
-                          "run_name=dense")
+    config = small_config(
+        fake_deepglobe,
+        tmp_path,
+        "supervision=dense",
+        "loss.name=ce",
+        "trainer.max_epochs=1",
+        "run_name=dense",
+    )
     run_dir = train(config, progress=False)
-    fractions = [float(r["train_labelled_fraction"]) for r in read_metrics(run_dir) if r.get("train_labelled_fraction")]
+    fractions = [
+        float(r["train_labelled_fraction"]) for r in read_metrics(run_dir) if r.get("train_labelled_fraction")
+    ]
     assert fractions and all(f > 0.9 for f in fractions)
 
 
 def test_ddp_two_processes_on_cpu(fake_deepglobe: Path, tmp_path: Path) -> None:
     """Two DDP processes (gloo) launched by Lightning from the real command line."""
     command = [
-        sys.executable, "-m", "pointseg", "train", "--config", str(CPU_SMALL), "--no-progress",
-        "--set", f"data.root={fake_deepglobe}", "--set", "data.val=['102', '103']", "--set", "data.test=[]",
-        "--set", "data.crop_size=64", "--set", "data.crops_per_image=4", "--set", "data.batch_size=2",
-        "--set", "data.num_workers=0", "--set", "eval.tile=64", "--set", "trainer.max_epochs=1",
-        "--set", "trainer.accelerator=cpu", "--set", "trainer.devices=2", "--set", "trainer.strategy=ddp",
-        "--set", "trainer.precision=32-true", "--set", f"output_dir={tmp_path}", "--set", "run_name=ddp",
+        sys.executable,
+        "-m",
+        "pointseg",
+        "train",
+        "--config",
+        str(CPU_SMALL),
+        "--no-progress",
+        "--set",
+        f"data.root={fake_deepglobe}",
+        "--set",
+        "data.val=['102', '103']",
+        "--set",
+        "data.test=[]",
+        "--set",
+        "data.crop_size=64",
+        "--set",
+        "data.crops_per_image=4",
+        "--set",
+        "data.batch_size=2",
+        "--set",
+        "data.num_workers=0",
+        "--set",
+        "eval.tile=64",
+        "--set",
+        "trainer.max_epochs=1",
+        "--set",
+        "trainer.accelerator=cpu",
+        "--set",
+        "trainer.devices=2",
+        "--set",
+        "trainer.strategy=ddp",
+        "--set",
+        "trainer.precision=32-true",
+        "--set",
+        f"output_dir={tmp_path}",
+        "--set",
+        "run_name=ddp",
     ]
     environment = {k: v for k, v in os.environ.items() if k != RUN_DIR_VARIABLE}
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)

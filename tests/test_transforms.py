@@ -8,8 +8,11 @@ def position_batch(size: int = 16) -> dict[str, torch.Tensor]:
     """An image whose value encodes each pixel's position, and labels derived from the position."""
     position = torch.arange(size * size).reshape(size, size)
     image = (position.float() + 1000).expand(2, 3, size, size).clone()
-    return {"image": image, "mask": (position % 7).expand(2, size, size).clone(),
-            "points": torch.where(position % 5 == 0, position % 3, IGNORE_INDEX).expand(2, size, size).clone()}
+    return {
+        "image": image,
+        "mask": (position % 7).expand(2, size, size).clone(),
+        "points": torch.where(position % 5 == 0, position % 3, IGNORE_INDEX).expand(2, size, size).clone(),
+    }
 
 
 def test_labels_move_with_the_image_and_padding_is_ignored() -> None:
@@ -26,7 +29,9 @@ def test_labels_move_with_the_image_and_padding_is_ignored() -> None:
         assert torch.equal(out["points"][~padded], expected_points[~padded])
         assert (out["points"][padded] == IGNORE_INDEX).all()
         saw_padding |= bool(padded.any())
-        saw_motion |= not torch.equal(position[~padded], (torch.arange(256).reshape(16, 16).expand(2, 16, 16))[~padded])
+        saw_motion |= not torch.equal(
+            position[~padded], (torch.arange(256).reshape(16, 16).expand(2, 16, 16))[~padded]
+        )
     assert saw_padding and saw_motion
 
 

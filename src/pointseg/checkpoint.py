@@ -51,7 +51,9 @@ class TrainedModel:
             "encoder": model.encoder,
             "norm": model.norm,
             "supervision": self.config.supervision,
-            "points": self.config.points.protocol().describe() if self.config.supervision == "points" else None,
+            "points": self.config.points.protocol().describe()
+            if self.config.supervision == "points"
+            else None,
             "val_miou": self.val_miou,
             "epoch": self.epoch,
             "tile": self.config.eval.tile,
@@ -72,7 +74,9 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> 
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types (KeyError, UnpicklingError, ...) for bad files
         reason = (str(error).splitlines() or [type(error).__name__])[0]
-        raise PointsegError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {reason})") from error
+        raise PointsegError(
+            f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {reason})"
+        ) from error
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not isinstance(hparams, dict) or not {"config", "schema", "band_stats"} <= hparams.keys():
         raise PointsegError(
@@ -83,16 +87,27 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> 
     schema = ClassSchema.from_dict(hparams["schema"], source=str(path))
     band_stats = BandStats(tuple(hparams["band_stats"]["mean"]), tuple(hparams["band_stats"]["std"]))
     settings = config.model
-    model = build_model(schema.num_classes, band_stats.num_bands, settings.arch, settings.encoder, settings.norm)
-    weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    model = build_model(
+        schema.num_classes, band_stats.num_bands, settings.arch, settings.encoder, settings.norm
+    )
+    weights = {
+        k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")
+    }
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:
-        raise PointsegError(f"{path}: weights do not fit the {settings.arch}/{settings.encoder} network: {error}") from error
+        raise PointsegError(
+            f"{path}: weights do not fit the {settings.arch}/{settings.encoder} network: {error}"
+        ) from error
     model.eval().to(device)
     return TrainedModel(
-        model=model, schema=schema, band_stats=band_stats, config=config, path=path,
-        val_miou=_best_score(checkpoint), epoch=checkpoint.get("epoch"),
+        model=model,
+        schema=schema,
+        band_stats=band_stats,
+        config=config,
+        path=path,
+        val_miou=_best_score(checkpoint),
+        epoch=checkpoint.get("epoch"),
     )
 
 

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from pointseg.errors import PointsegError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Land-cover segmentation from sparse point labels.")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Land-cover segmentation from sparse point labels."
+)
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and fetch datasets.")
 points_app = typer.Typer(no_args_is_help=True, help="Simulate or import sparse point labels.")
 app.add_typer(data_app, name="data")
@@ -28,7 +30,7 @@ error_console = Console(stderr=True)
 
 FormatOption = Annotated[str, typer.Option("--format", "-f", help="deepglobe | landcoverai | dubai | folder")]
 SchemaOption = Annotated[
-    Optional[Path], typer.Option("--schema", help="Class schema YAML/JSON (required for --format folder).")
+    Path | None, typer.Option("--schema", help="Class schema YAML/JSON (required for --format folder).")
 ]
 ImagesDirOption = Annotated[str, typer.Option(help="--format folder: subfolder of images.")]
 MasksDirOption = Annotated[str, typer.Option(help="--format folder: subfolder of masks.")]
@@ -57,16 +59,48 @@ def data_check(
         raise typer.Exit(1)
 
 
+@data_app.command("download")
+def data_download(
+    name: Annotated[str, typer.Argument(help="landcoverai")],
+    root: Annotated[Path, typer.Option("--root", help="Folder to download into.")] = Path("data"),
+    url: Annotated[
+        str | None, typer.Option(help="Another source for the archive (a mirror or file://).")
+    ] = None,
+) -> None:
+    """Download a public dataset, verify its checksum and unpack it (LandCover.ai v1, ~1.5 GB)."""
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    from pointseg.download import download_dataset, find_download
+
+    console.print(find_download(name).note)
+    with Progress(
+        *Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=console
+    ) as bar:
+        task = bar.add_task(f"downloading {name}", total=None)
+        folder = download_dataset(
+            name, root, lambda done, total: bar.update(task, completed=done, total=total), url
+        )
+    console.print(f"{name} is in {folder}; check it with: pointseg data check {folder} --format {name}")
+
+
 @points_app.command("simulate")
 def points_simulate(
     path: Annotated[Path, typer.Argument(help="Dataset folder with dense masks.")],
     format: FormatOption,
-    out: Annotated[Path, typer.Option("--out", help="Folder for <id>.png/.tif, <id>.geojson and summary.json.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for <id>.png/.tif, <id>.geojson and summary.json.")
+    ],
     strategy: Annotated[str, typer.Option(help="density | per-class | per-region")] = "density",
     density: Annotated[float, typer.Option(help="density: fraction of valid pixels, e.g. 0.01.")] = 0.01,
     per_class: Annotated[int, typer.Option(help="per-class: points per class present.")] = 10,
-    min_area: Annotated[int, typer.Option(help="per-region: smallest region (pixels) that gets a point.")] = 100,
+    min_area: Annotated[
+        int, typer.Option(help="per-region: smallest region (pixels) that gets a point.")
+    ] = 100,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same points.")] = 0,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Replace a non-empty --out folder (its old files are removed)."),
+    ] = False,
     schema: SchemaOption = None,
     images_dir: ImagesDirOption = "images",
     masks_dir: MasksDirOption = "masks",
@@ -82,11 +116,17 @@ def points_simulate(
     discovery = discover_dataset(
         format, path, schema, images_dir=images_dir, masks_dir=masks_dir, mask_pattern=mask_pattern
     )
-    with staged_directory(out) as staging:
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise PointsegError(
+            f"{out}: folder is not empty; point files from another run would mix with these. "
+            "Choose an empty folder, or pass --overwrite to replace its contents"
+        )
+    with staged_directory(out, replace=overwrite) as staging:
         summary = simulate_dataset_points(discovery, protocol, staging)
     totals = summary.to_dict()
     console.print(
-        f"{totals['points']:,} points ({protocol.describe()}, seed {seed}) on {totals['images']} image(s) -> {out}"
+        f"{totals['points']:,} points ({protocol.describe()}, seed {seed}) "
+        f"on {totals['images']} image(s) -> {out}"
     )
     console.print("per class: " + ", ".join(f"{k} {v:,}" for k, v in totals["points_per_class"].items()))
 
@@ -95,14 +135,20 @@ def points_simulate(
 def points_import(
     points: Annotated[Path, typer.Argument(help="Points clicked in a GIS: .geojson, .csv or .gpkg.")],
     image: Annotated[Path, typer.Option("--image", help="The raster the points label.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for <image stem>.png/.tif, .geojson, summary.json.")],
-    format: Annotated[Optional[str], typer.Option("--format", "-f", help="Use this dataset's class schema.")] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for <image stem>.png/.tif, .geojson, summary.json.")
+    ],
+    format: Annotated[
+        str | None, typer.Option("--format", "-f", help="Use this dataset's class schema.")
+    ] = None,
     schema: SchemaOption = None,
     points_crs: Annotated[
-        Optional[str], typer.Option(help="CRS of the points when the file does not say (e.g. EPSG:4326, or 'pixel').")
+        str | None,
+        typer.Option(help="CRS of the points when the file does not say (e.g. EPSG:4326, or 'pixel')."),
     ] = None,
     skip_invalid: Annotated[
-        bool, typer.Option("--skip-invalid", help="Drop points outside the image, of unknown class or duplicated.")
+        bool,
+        typer.Option("--skip-invalid", help="Drop points outside the image, of unknown class or duplicated."),
     ] = False,
 ) -> None:
     """Turn points clicked in a GIS into a sparse label map on the image's pixel grid."""
@@ -121,10 +167,10 @@ def points_import(
 def train_command(
     config: Annotated[Path, typer.Option("--config", "-c", help="YAML config (see configs/).")],
     set_: Annotated[
-        Optional[list[str]], typer.Option("--set", help="Override a setting: key.path=value (repeatable).")
+        list[str] | None, typer.Option("--set", help="Override a setting: key.path=value (repeatable).")
     ] = None,
     resume: Annotated[
-        Optional[Path], typer.Option("--resume", help="Continue a run: its folder or a checkpoint file.")
+        Path | None, typer.Option("--resume", help="Continue a run: its folder or a checkpoint file.")
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
 ) -> None:
@@ -142,14 +188,18 @@ def evaluate_command(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A checkpoint from `pointseg train`.")],
     data: Annotated[Path, typer.Option("--data", help="Dataset folder with dense masks.")],
     format: FormatOption,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
     select: Annotated[
-        Optional[list[str]], typer.Option("--select", help="Only these ids/groups (wildcards; repeatable).")
+        list[str] | None, typer.Option("--select", help="Only these ids/groups (wildcards; repeatable).")
     ] = None,
-    split: Annotated[Optional[str], typer.Option(help="LandCover.ai: train | val | test list.")] = None,
+    split: Annotated[str | None, typer.Option(help="LandCover.ai: train | val | test list.")] = None,
     schema: SchemaOption = None,
-    tile: Annotated[Optional[int], typer.Option(help="Sliding-window tile (default: the training config's).")] = None,
-    overlap: Annotated[Optional[float], typer.Option(help="Tile overlap fraction (default: training's).")] = None,
+    tile: Annotated[
+        int | None, typer.Option(help="Sliding-window tile (default: the training config's).")
+    ] = None,
+    overlap: Annotated[
+        float | None, typer.Option(help="Tile overlap fraction (default: training's).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     precision: Annotated[str, typer.Option(help="fp32 | bf16")] = "fp32",
@@ -159,7 +209,7 @@ def evaluate_command(
 
     from pointseg.checkpoint import load_trained_model
     from pointseg.datasets import discover_dataset, select_refs
-    from pointseg.evaluation import evaluate_model
+    from pointseg.evaluation import evaluate_model, report_json
     from pointseg.training import write_json
 
     precision = check_choice("--precision", precision, ("fp32", "bf16"))
@@ -171,12 +221,19 @@ def evaluate_command(
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("evaluating", total=len(refs))
         report = evaluate_model(
-            trained, refs, discovery.schema, tile, overlap, batch_size, device, precision,  # type: ignore[arg-type]
+            trained,
+            refs,
+            discovery.schema,
+            tile,
+            overlap,
+            batch_size,
+            device,
+            precision,  # type: ignore[arg-type]
             on_image=lambda ref: bar.advance(task),
         )
     console.print(report.to_table(title=f"{checkpoint} on {len(refs)} image(s) of {data}"))
     if json_out is not None:
-        write_json(json_out, {**report.to_dict(), "images": [ref.id for ref in refs], "checkpoint": str(checkpoint)})
+        write_json(json_out, report_json(report, refs, checkpoint))
         console.print(f"report: {json_out}")
 
 
@@ -192,8 +249,8 @@ def plot_prediction_command(
     select: Annotated[list[str], typer.Option("--select", help="Ids/groups to plot (wildcards).")],
     out: Annotated[Path, typer.Option("--out", help="A .png (one image) or a folder for <id>.png figures.")],
     schema: SchemaOption = None,
-    tile: Annotated[Optional[int], typer.Option(help="Sliding-window tile (default: training's).")] = None,
-    overlap: Annotated[Optional[float], typer.Option(help="Tile overlap (default: training's).")] = None,
+    tile: Annotated[int | None, typer.Option(help="Sliding-window tile (default: training's).")] = None,
+    overlap: Annotated[float | None, typer.Option(help="Tile overlap (default: training's).")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
 ) -> None:
     """Image | ground truth | prediction of a model, one figure per selected image."""
@@ -205,7 +262,13 @@ def plot_prediction_command(
     discovery = discover_dataset(format, data, schema)
     refs = select_refs(discovery.require_usable(), select, "--select")
     plot_model_predictions(
-        trained, refs, discovery.schema, out, tile, overlap, device=device,
+        trained,
+        refs,
+        discovery.schema,
+        out,
+        tile,
+        overlap,
+        device=device,
         on_image=lambda path: console.print(f"figure: {path}", soft_wrap=True),
     )
 
@@ -215,14 +278,16 @@ def plot_points_command(
     image: Annotated[Path, typer.Option("--image", help="The image the points label.")],
     points: Annotated[Path, typer.Option("--points", help="Point label map .png/.tif (255 = unlabelled).")],
     out: Annotated[Path, typer.Option("--out", help="PNG to write.")],
-    format: Annotated[Optional[str], typer.Option("--format", "-f", help="This dataset's classes.")] = None,
+    format: Annotated[str | None, typer.Option("--format", "-f", help="This dataset's classes.")] = None,
     schema: SchemaOption = None,
 ) -> None:
     """Sparse point labels over the image, and the point label map, with per-class counts."""
     from pointseg.datasets import resolve_schema
     from pointseg.plots import plot_points_file
 
-    console.print(f"figure: {plot_points_file(image, points, resolve_schema(format, schema), out)}", soft_wrap=True)
+    console.print(
+        f"figure: {plot_points_file(image, points, resolve_schema(format, schema), out)}", soft_wrap=True
+    )
 
 
 @plot_app.command("curves")
@@ -241,7 +306,7 @@ def plot_curves_command(
 def plot_density_command(
     results: Annotated[Path, typer.Argument(help="CSV: regime,labelled_fraction,miou_mean,miou_std,dense.")],
     out: Annotated[Path, typer.Option("--out", help="PNG to write.")],
-    title: Annotated[Optional[str], typer.Option(help="Figure title.")] = None,
+    title: Annotated[str | None, typer.Option(help="Figure title.")] = None,
 ) -> None:
     """Plot mIoU against the labelled-pixel fraction (log scale), dense masks as a reference line."""
     from pointseg.plots import plot_density_curve
@@ -254,16 +319,23 @@ def plot_density_command(
 def predict_command(
     inputs: Annotated[list[Path], typer.Argument(help="Images, folders of images, or large GeoTIFFs.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder.")],
-    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="A checkpoint from `pointseg train`.")] = None,
-    onnx: Annotated[Path | None, typer.Option("--onnx", help="An ONNX model from `pointseg export onnx`.")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="A checkpoint from `pointseg train`.")
+    ] = None,
+    onnx: Annotated[
+        Path | None, typer.Option("--onnx", help="An ONNX model from `pointseg export onnx`.")
+    ] = None,
     tile: Annotated[int | None, typer.Option(help="Tile size in pixels (default: the model's).")] = None,
-    overlap: Annotated[float | None, typer.Option(help="Tile overlap fraction, 0-0.5 (default: the model's).")] = None,
+    overlap: Annotated[
+        float | None, typer.Option(help="Tile overlap fraction, 0-0.5 (default: the model's).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     precision: Annotated[str, typer.Option(help="fp32 | bf16 (autocast; torch only)")] = "fp32",
     output_format: Annotated[str, typer.Option("--format", help="geotiff | png | both")] = "geotiff",
     probabilities: Annotated[
-        bool, typer.Option("--probabilities", help="Also write <stem>_confidence.tif (max softmax probability).")
+        bool,
+        typer.Option("--probabilities", help="Also write <stem>_confidence.tif (max softmax probability)."),
     ] = False,
 ) -> None:
     """Class maps (COG with colour table, or colour PNG) for inputs of any size, georeferencing kept."""
@@ -272,9 +344,16 @@ def predict_command(
     from pointseg.prediction import predict_files
 
     output_format = check_choice("--format", output_format, ("geotiff", "png", "both"))
-    model = load_inference_model(checkpoint, onnx, device, check_choice("--precision", precision, ("fp32", "bf16")))
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"),
-               TimeRemainingColumn())
+    model = load_inference_model(
+        checkpoint, onnx, device, check_choice("--precision", precision, ("fp32", "bf16"))
+    )
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("tiles"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("", total=0)
 
@@ -282,13 +361,25 @@ def predict_command(
             bar.update(task, description=path.name, total=tiles, completed=0)
 
         results = predict_files(
-            model, inputs, out, tile, overlap, batch_size, device, output_format,  # type: ignore[arg-type]
-            probabilities, on_start=start, on_tiles=lambda n: bar.advance(task, n),
+            model,
+            inputs,
+            out,
+            tile,
+            overlap,
+            batch_size,
+            device,
+            output_format,  # type: ignore[arg-type]
+            probabilities,
+            on_start=start,
+            on_tiles=lambda n: bar.advance(task, n),
         )
     for result in results:
         written = ", ".join(str(path) for path in result.outputs)
-        console.print(f"{result.input} ({result.width}x{result.height}, {result.tiles} tiles) -> {written}",
-                      soft_wrap=True, highlight=False)
+        console.print(
+            f"{result.input} ({result.width}x{result.height}, {result.tiles} tiles) -> {written}",
+            soft_wrap=True,
+            highlight=False,
+        )
 
 
 def load_inference_model(checkpoint: Path | None, onnx: Path | None, device: str, precision: str):  # type: ignore[no-untyped-def]
@@ -299,7 +390,9 @@ def load_inference_model(checkpoint: Path | None, onnx: Path | None, device: str
         raise PointsegError("give exactly one of --checkpoint CKPT or --onnx MODEL.onnx")
     if onnx is not None:
         if precision != "fp32":
-            raise PointsegError("--precision bf16 applies to --checkpoint (torch); ONNX models run as exported")
+            raise PointsegError(
+                "--precision bf16 applies to --checkpoint (torch); ONNX models run as exported"
+            )
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else None
         return load_onnx_model(onnx, providers)
     from pointseg.checkpoint import load_trained_model
@@ -337,9 +430,15 @@ def serve_command(
     from pointseg.serving.app import serve
 
     serve(
-        checkpoint, host=host, port=port, workers=workers, device=device,
+        checkpoint,
+        host=host,
+        port=port,
+        workers=workers,
+        device=device,
         precision=check_choice("--precision", precision, ("fp32", "bf16")),
-        max_upload_bytes=max_upload_mb * 2**20, max_pixels=max_pixels, max_queue=max_queue,
+        max_upload_bytes=max_upload_mb * 2**20,
+        max_pixels=max_pixels,
+        max_queue=max_queue,
         batch_size=batch_size,
     )
 

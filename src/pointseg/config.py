@@ -1,7 +1,8 @@
 """Typed settings for training and experiments: YAML in, validated once, YAML out.
 
 A config file is YAML whose sections mirror the classes below. ``extends: base.yaml`` (relative
-to the file) starts from another config and deep-merges this file's keys over it. ``--set key=value`` overrides any
+to the file) starts from another config and deep-merges this file's keys over it.
+``--set key=value`` overrides any
 field by its dotted path (``--set optim.lr=0.001 --set data.val=[855]``); values are parsed as YAML.
 Unknown keys and wrong types are errors that name the field, so a typo never passes silently.
 """
@@ -29,14 +30,20 @@ class DataConfig(Section):
 
     format: Literal["deepglobe", "landcoverai", "dubai", "folder"]
     root: Path
-    schema_file: Path | None = Field(None, alias="schema", description="class schema file; required for 'folder'")
+    schema_file: Path | None = Field(
+        None, alias="schema", description="class schema file; required for 'folder'"
+    )
     images_dir: str = "images"
     masks_dir: str = "masks"
     mask_pattern: str = "{stem}"
-    train: list[str] | None = Field(None, description="ids/groups to train on; default: all not in val or test")
+    train: list[str] | None = Field(
+        None, description="ids/groups to train on; default: all not in val or test"
+    )
     val: list[str] = Field(default_factory=list, description="ids/groups (wildcards allowed) for validation")
     test: list[str] = Field(default_factory=list, description="ids/groups held out for `pointseg evaluate`")
-    crop_size: int = Field(512, ge=32, multiple_of=32, description="training crops, read from disk as windows")
+    crop_size: int = Field(
+        512, ge=32, multiple_of=32, description="training crops, read from disk as windows"
+    )
     crops_per_image: int = Field(8, ge=1, description="random crops per training image per epoch")
     batch_size: int = Field(8, ge=1)
     num_workers: int = Field(2, ge=0)
@@ -71,7 +78,9 @@ class ModelConfig(Section):
     arch: Literal["deeplabv3plus", "deeplabv3"] = "deeplabv3plus"
     encoder: str = "resnet50"
     norm: Literal["group", "batch"] = "group"
-    weights: str | None = Field(None, description="None, a local weights file, or a hub name such as 'imagenet'")
+    weights: str | None = Field(
+        None, description="None, a local weights file, or a hub name such as 'imagenet'"
+    )
 
 
 class LossConfig(Section):
@@ -100,7 +109,9 @@ class AugmentConfig(Section):
     flips: bool = True
     rotate90: bool = True
     color_jitter: float = Field(0.1, ge=0, le=0.5, description="brightness/contrast/saturation strength")
-    random_crop: float = Field(0.0, ge=0, le=0.5, description="max shift of a random crop, as a fraction of the side")
+    random_crop: float = Field(
+        0.0, ge=0, le=0.5, description="max shift of a random crop, as a fraction of the side"
+    )
 
 
 class TrainerConfig(Section):
@@ -148,7 +159,9 @@ class TrainConfig(Section):
     @model_validator(mode="after")
     def _dense_loss_needs_dense_labels(self) -> TrainConfig:
         if self.loss.name == "ce" and self.supervision == "points":
-            raise ValueError("loss 'ce' is dense cross-entropy; with supervision 'points' use 'pce' or 'pfce'")
+            raise ValueError(
+                "loss 'ce' is dense cross-entropy; with supervision 'points' use 'pce' or 'pfce'"
+            )
         return self
 
 
@@ -185,7 +198,11 @@ def parse_config(data: Any, source: str) -> TrainConfig:
         lines = []
         for item in error.errors():
             field = ".".join(str(part) for part in item["loc"]) or "(top level)"
-            found = f" (found {item['input']!r})" if "input" in item and not isinstance(item["input"], dict) else ""
+            found = (
+                f" (found {item['input']!r})"
+                if "input" in item and not isinstance(item["input"], dict)
+                else ""
+            )
             lines.append(f"  {field}: {item['msg']}{found}")
         raise PointsegError(f"{source}: invalid config:\n" + "\n".join(lines)) from error
 

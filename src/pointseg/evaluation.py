@@ -9,6 +9,8 @@ truth and the predictions are reported as absent and left out of the mean.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +52,18 @@ def predict_samples(
         yield ref, sink.labels
 
 
+def require_same_classes(data: ClassSchema, model: ClassSchema) -> None:
+    """Raise unless the data's classes are the model's, in the same order.
+
+    Raises:
+        PointsegError: listing both.
+    """
+    if data.classes != model.classes:
+        raise PointsegError(
+            f"the data's classes {list(data.classes)} differ from the model's {list(model.classes)}"
+        )
+
+
 def evaluate_model(
     trained: TrainedModel,
     refs: Sequence[SampleRef],
@@ -77,10 +91,7 @@ def evaluate_model(
     Raises:
         PointsegError: if the classes differ, a sample has no mask, or a file is bad.
     """
-    if schema.classes != trained.schema.classes:
-        raise PointsegError(
-            f"the data's classes {list(schema.classes)} differ from the model's {list(trained.schema.classes)}"
-        )
+    require_same_classes(schema, trained.schema)
     missing = [ref.image_path for ref in refs if ref.mask_path is None]
     if missing:
         raise PointsegError(f"{missing[0]}: no dense mask to evaluate against")
@@ -90,7 +101,14 @@ def evaluate_model(
         truth = read_mask(ref.mask_path, schema, ref.window)
         if truth.shape != labels.shape:
             raise PointsegError(f"{ref.mask_path}: mask is {truth.shape}, image is {labels.shape}")
-        metrics.update(torch.from_numpy(labels.astype(np.int64))[None], torch.from_numpy(truth.astype(np.int64))[None])
+        metrics.update(
+            torch.from_numpy(labels.astype(np.int64))[None], torch.from_numpy(truth.astype(np.int64))[None]
+        )
         if on_image is not None:
             on_image(ref)
     return metrics.report()
+
+
+def report_json(report: SegmentationReport, refs: Sequence[SampleRef], checkpoint: Path) -> dict[str, Any]:
+    """The layout of ``pointseg evaluate --json``: the report, the images scored and the checkpoint."""
+    return {**report.to_dict(), "images": [ref.id for ref in refs], "checkpoint": str(checkpoint)}

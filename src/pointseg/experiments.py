@@ -53,14 +53,14 @@ from pointseg.config import (
     parse_config,
     read_config_data,
 )
-from pointseg.datasets import PointsDirectory, PointSource, SampleRef, SimulatedPoints
+from pointseg.datasets import SampleRef
 from pointseg.errors import PointsegError
-from pointseg.evaluation import evaluate_model, predict_samples
+from pointseg.evaluation import evaluate_model, predict_samples, report_json
 from pointseg.plots import plot_density_curve, plot_qualitative
 from pointseg.points import PointProtocol
 from pointseg.raster import atomic_output, read_mask, read_window
 from pointseg.schema import IGNORE_INDEX, ClassSchema
-from pointseg.training import RUN_DIR_VARIABLE, split_samples, train, write_json
+from pointseg.training import RUN_DIR_VARIABLE, point_source, split_samples, train, write_json
 
 DEFAULT_REGIMES = (
     "density:0.01",
@@ -439,13 +439,7 @@ def labelled_pixels(run: SweepRun, plan: SweepPlan) -> dict[str, Any]:
     path = run.run_dir / "experiment.json"
     if path.is_file():
         return dict(json.loads(path.read_text()))
-    config = run.config
-    source: PointSource | None = None
-    if not run.regime.dense:
-        directory = config.points.directory
-        source = (
-            PointsDirectory(directory) if directory is not None else SimulatedPoints(config.points.protocol())
-        )
+    source = point_source(run.config)
     labelled = valid = 0
     for ref in plan.splits["train"]:
         assert ref.mask_path is not None  # split_samples only pairs images with masks
@@ -492,12 +486,12 @@ def evaluate_on_test(run_dir: Path, plan: SweepPlan, device: str) -> dict[str, A
     refs = plan.splits["test"]
     report = evaluate_model(
         trained, refs, plan.schema, batch_size=trained.config.eval.batch_size, device=device
-    ).to_dict()
-    if report["miou"] is None:
+    )
+    if not report.confusion_matrix or sum(map(sum, report.confusion_matrix)) == 0:
         raise PointsegError(
             f"the test split ({len(refs)} image(s)) has no valid (non-ignored) pixel to score"
         )
-    return {**report, "images": [ref.id for ref in refs], "checkpoint": str(checkpoint)}
+    return report_json(report, refs, checkpoint)
 
 
 def read_run_result(run: SweepRun) -> RunResult:

@@ -45,7 +45,9 @@ class InferenceModel:
         return self.schema.num_classes
 
 
-def torch_inference_model(trained: TrainedModel, device: str = "cpu", precision: Precision = "fp32") -> InferenceModel:
+def torch_inference_model(
+    trained: TrainedModel, device: str = "cpu", precision: Precision = "fp32"
+) -> InferenceModel:
     """Wrap a checkpoint's network in the fast torch inference path."""
     return InferenceModel(
         forward=torch_forward(trained.model, device, precision),
@@ -66,8 +68,13 @@ def export_onnx(trained: TrainedModel, out: str | Path, sample_size: int = 256) 
     model = trained.model.eval().cpu()
     example = torch.zeros(1, trained.band_stats.num_bands, sample_size, sample_size)
     size_range = dict(min=32, max=32768)
-    dynamic_shapes = ({0: torch.export.Dim("batch", max=4096), 2: torch.export.Dim("height", **size_range),
-                       3: torch.export.Dim("width", **size_range)},)
+    dynamic_shapes = (
+        {
+            0: torch.export.Dim("batch", max=4096),
+            2: torch.export.Dim("height", **size_range),
+            3: torch.export.Dim("width", **size_range),
+        },
+    )
     metadata = {
         "schema": trained.schema.to_dict(),
         "band_stats": {"mean": list(trained.band_stats.mean), "std": list(trained.band_stats.std)},
@@ -79,8 +86,13 @@ def export_onnx(trained: TrainedModel, out: str | Path, sample_size: int = 256) 
     with atomic_output(out) as temporary, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model, (example,), input_names=["image"], output_names=["logits"], dynamo=True,
-            dynamic_shapes=dynamic_shapes, verbose=False,
+            model,
+            (example,),
+            input_names=["image"],
+            output_names=["logits"],
+            dynamo=True,
+            dynamic_shapes=dynamic_shapes,
+            verbose=False,
         )
         if program is None:
             raise PointsegError("torch.onnx.export returned no program")
@@ -106,12 +118,16 @@ def load_onnx_model(path: str | Path, providers: list[str] | None = None) -> Inf
         raise PointsegError(f"{path}: not a readable ONNX model ({str(error).splitlines()[0]})") from error
     raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     if raw is None:
-        raise PointsegError(f"{path}: no '{METADATA_KEY}' metadata; expected a model from `pointseg export onnx`")
+        raise PointsegError(
+            f"{path}: no '{METADATA_KEY}' metadata; expected a model from `pointseg export onnx`"
+        )
     metadata = json.loads(raw)
     input_name = session.get_inputs()[0].name
 
     def forward(batch: torch.Tensor) -> torch.Tensor:
-        logits = session.run(None, {input_name: np.ascontiguousarray(batch.cpu().numpy(), dtype=np.float32)})[0]
+        logits = session.run(None, {input_name: np.ascontiguousarray(batch.cpu().numpy(), dtype=np.float32)})[
+            0
+        ]
         return torch.from_numpy(logits)
 
     return InferenceModel(

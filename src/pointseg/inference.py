@@ -64,7 +64,7 @@ class BlockSink(Protocol):
     """Receives finished, blended class probabilities block by block, in row-major order of tile rows."""
 
     def write(self, row: int, col: int, probabilities: torch.Tensor) -> None:
-        """Take ``(K, h, w)`` float32 probabilities for image rows ``row..row+h`` and columns ``col..col+w``."""
+        """Take ``(K, h, w)`` float32 probabilities of image rows ``row..row+h``, columns ``col..col+w``."""
         ...
 
 
@@ -96,7 +96,9 @@ class RasterSource:
     read whole once; GeoTIFFs are read window by window.
     """
 
-    def __init__(self, dataset: rasterio.io.DatasetReader, band_stats: BandStats, window: Window | None = None):
+    def __init__(
+        self, dataset: rasterio.io.DatasetReader, band_stats: BandStats, window: Window | None = None
+    ):
         self.dataset = dataset
         self.band_stats = band_stats
         self.window = window or Window(0, 0, dataset.width, dataset.height)
@@ -127,16 +129,20 @@ class RasterSource:
 
 
 @contextlib.contextmanager
-def open_source(path: str | Path, band_stats: BandStats, window: Window | None = None) -> Iterator[RasterSource]:
+def open_source(
+    path: str | Path, band_stats: BandStats, window: Window | None = None
+) -> Iterator[RasterSource]:
     """Open a raster file as a :class:`RasterSource`."""
     with open_raster(path) as dataset:
         yield RasterSource(dataset, band_stats, window)
 
 
-def torch_forward(model: nn.Module, device: torch.device | str = "cpu", precision: Precision = "fp32") -> Forward:
+def torch_forward(
+    model: nn.Module, device: torch.device | str = "cpu", precision: Precision = "fp32"
+) -> Forward:
     """The fast inference path: eval mode, ``inference_mode``, channels_last, optional bf16 autocast."""
     device = torch.device(device)
-    model = model.eval().to(device, memory_format=torch.channels_last)
+    model = model.eval().to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward(batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
@@ -188,7 +194,7 @@ class TileGrid:
 
 
 def blend_window(tile: int, ramp: int) -> torch.Tensor:
-    """Return a ``(tile, tile)`` weight window: 1 in the middle, raised-cosine ramps of ``ramp`` px at the edges.
+    """Return a ``(tile, tile)`` weight window: 1 in the middle, raised-cosine ramps of ``ramp`` px at edges.
 
     The ramp values are ``sin^2(pi * (i + 0.5) / (2 * ramp))``: strictly positive, so every pixel has
     weight, and two ramps that overlap by ``ramp`` pixels add up to 1.
@@ -254,9 +260,14 @@ class SlidingWindowPredictor:
 
     def count_tiles(self, height: int, width: int) -> int:
         """Number of tiles (forward passes of one tile) for an image of this size."""
-        return TileGrid.along(height, self.tile, self.stride).count * TileGrid.along(width, self.tile, self.stride).count
+        return (
+            TileGrid.along(height, self.tile, self.stride).count
+            * TileGrid.along(width, self.tile, self.stride).count
+        )
 
-    def predict(self, source: ImageSource, sink: BlockSink, on_tiles: Callable[[int], None] | None = None) -> None:
+    def predict(
+        self, source: ImageSource, sink: BlockSink, on_tiles: Callable[[int], None] | None = None
+    ) -> None:
         """Predict ``source`` and hand every pixel's blended class probabilities to ``sink`` exactly once.
 
         Args:
@@ -283,7 +294,9 @@ class SlidingWindowPredictor:
                 indices = range(first, min(first + self.batch_size, cols.count))
                 x_first, x_last = cols.origin(indices[0]), cols.origin(indices[-1])
                 span = read_reflected(source, y0, x_first, tile, x_last + tile - x_first)
-                batch = np.stack([span[:, :, x - x_first : x - x_first + tile] for x in (cols.origin(i) for i in indices)])
+                batch = np.stack(
+                    [span[:, :, x - x_first : x - x_first + tile] for x in (cols.origin(i) for i in indices)]
+                )
                 logits = self.forward(torch.from_numpy(batch).to(self.device, non_blocking=True))
                 probabilities = torch.softmax(logits.float(), dim=1)
                 if not self.uniform_weights:
@@ -298,7 +311,9 @@ class SlidingWindowPredictor:
                     grown[classes, :, a : a + tile] += self.window
                 pending = grown
                 # Columns left of the next tile are final for this tile row.
-                done = (cols.origin(indices[-1] + 1) + col_offset if indices[-1] + 1 < cols.count else end) - pending_start
+                done = (
+                    cols.origin(indices[-1] + 1) + col_offset if indices[-1] + 1 < cols.count else end
+                ) - pending_start
                 block = pending[:, :, :done]
                 a, b = pending_start, pending_start + done
                 if carry is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, Percent
 from pointseg.checkpoint import TrainedModel
 from pointseg.datasets import SampleRef
 from pointseg.errors import PointsegError
-from pointseg.evaluation import predict_samples
+from pointseg.evaluation import predict_samples, require_same_classes
 from pointseg.inference import Precision
 from pointseg.metrics import SegmentationMetrics
 from pointseg.raster import atomic_output, read_mask, read_window
@@ -354,11 +354,7 @@ def plot_model_predictions(
     Raises:
         PointsegError: if the classes differ, a sample has no mask, or a file is bad.
     """
-    if schema.classes != trained.schema.classes:
-        raise PointsegError(
-            f"the data's classes {list(schema.classes)} differ from the model's "
-            f"{list(trained.schema.classes)}"
-        )
+    require_same_classes(schema, trained.schema)
     out = Path(out)
     if out.suffix.lower() == ".png" and len(refs) != 1:
         raise PointsegError(f"--out {out}: {len(refs)} images selected; give a folder for one <id>.png each")

@@ -362,7 +362,7 @@ def write_points_geojson(
     """Write points atomically as a GeoJSON FeatureCollection of pixel-centre Point features.
 
     Each feature has the properties ``class`` (name) and ``class_index``. With a ``crs`` the
-    coordinates are ``transform * (col + 0.5, row + 0.5)`` in that CRS, named in the legacy
+    coordinates are ``transform @ (col + 0.5, row + 0.5)`` in that CRS, named in the legacy
     ``crs`` member; without one they are pixel coordinates ``(col + 0.5, row + 0.5)``, marked by
     ``"pointseg": {"coordinates": "pixel"}`` and ``"crs": null``.
 

@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import rasterio
@@ -34,7 +34,7 @@ from rasterio.windows import Window
 from pointseg.errors import PointsegError
 from pointseg.export import InferenceModel
 from pointseg.inference import RasterSource, SlidingWindowPredictor
-from pointseg.raster import IMAGE_SUFFIXES, atomic_output, open_raster, palette_colormap
+from pointseg.raster import IMAGE_SUFFIXES, atomic_output, geotiff_profile, open_raster, palette_colormap
 from pointseg.schema import IGNORE_INDEX
 
 OutputFormat = Literal["geotiff", "png", "both"]
@@ -66,7 +66,9 @@ def expand_inputs(inputs: Sequence[Path]) -> list[Path]:
     stems: dict[str, Path] = {}
     for path in files:
         if path.stem in stems:
-            raise PointsegError(f"{path} and {stems[path.stem]} share the name '{path.stem}'; their outputs would collide")
+            raise PointsegError(
+                f"{path} and {stems[path.stem]} share the name '{path.stem}'; their outputs would collide"
+            )
         stems[path.stem] = path
     return files
 
@@ -78,8 +80,12 @@ class GeoTiffBandWriter:
     ``(rows, width)`` buffer per output suffices.
     """
 
-    def __init__(self, source: RasterSource, labels: rasterio.io.DatasetWriter,
-                 confidence: rasterio.io.DatasetWriter | None = None):
+    def __init__(
+        self,
+        source: RasterSource,
+        labels: rasterio.io.DatasetWriter,
+        confidence: rasterio.io.DatasetWriter | None = None,
+    ):
         self.source = source
         self.labels = labels
         self.confidence = confidence
@@ -130,17 +136,11 @@ class PredictionResult:
     tiles: int
 
 
-def output_profile(source: RasterSource, dtype: str, nodata: float) -> dict:
-    """Tiled, compressed single-band GeoTIFF on the source's grid."""
+def output_profile(source: RasterSource, dtype: str, nodata: float) -> dict[str, Any]:
+    """A tiled, compressed single-band GeoTIFF on the source's grid."""
     dataset = source.dataset
-    profile = {
-        "driver": "GTiff", "count": 1, "dtype": dtype, "width": source.width, "height": source.height,
-        "tiled": True, "blockxsize": BLOCK_SIZE, "blockysize": BLOCK_SIZE, "compress": "deflate",
-        "nodata": nodata, "BIGTIFF": "IF_SAFER",
-    }
-    if dataset.crs is not None:
-        profile.update(crs=dataset.crs, transform=dataset.window_transform(source.window))
-    return profile
+    transform = dataset.window_transform(source.window) if dataset.crs is not None else None
+    return geotiff_profile(source.width, source.height, dataset.crs, transform, dtype, nodata, BLOCK_SIZE)
 
 
 @contextlib.contextmanager
@@ -168,12 +168,17 @@ def predict_file(
     stem = path.stem
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs: list[Path] = []
-    with open_raster(path) as dataset, tempfile.TemporaryDirectory(prefix=".pointseg-", dir=out_dir) as work_dir:
+    with (
+        open_raster(path) as dataset,
+        tempfile.TemporaryDirectory(prefix=".pointseg-", dir=out_dir) as work_dir,
+    ):
         source = RasterSource(dataset, model.band_stats)
         labels_work = Path(work_dir) / "classes.tif"
         confidence_work = Path(work_dir) / "confidence.tif" if confidence else None
         with contextlib.ExitStack() as writers:
-            labels = writers.enter_context(_open_for_writing(labels_work, output_profile(source, "uint8", IGNORE_INDEX)))
+            labels = writers.enter_context(
+                _open_for_writing(labels_work, output_profile(source, "uint8", IGNORE_INDEX))
+            )
             labels.write_colormap(1, palette_colormap(model.schema))
             confidence_writer = None
             if confidence_work is not None:
@@ -194,7 +199,11 @@ def predict_file(
 
 
 def _copy_as(work: Path, target: Path, driver: str) -> Path:
-    options = {"COMPRESS": "DEFLATE", "OVERVIEW_RESAMPLING": "NEAREST", "BLOCKSIZE": BLOCK_SIZE} if driver == "COG" else {}
+    options = (
+        {"COMPRESS": "DEFLATE", "OVERVIEW_RESAMPLING": "NEAREST", "BLOCKSIZE": BLOCK_SIZE}
+        if driver == "COG"
+        else {}
+    )
     with atomic_output(target) as temporary, warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         rasterio.shutil.copy(work, temporary, driver=driver, **options)
@@ -223,7 +232,12 @@ def predict_files(
     if tile % 32:
         raise PointsegError(f"--tile {tile}: expected a multiple of 32 (the networks downsample by up to 32)")
     predictor = SlidingWindowPredictor(
-        model.forward, model.num_classes, tile, model.overlap if overlap is None else overlap, batch_size, device
+        model.forward,
+        model.num_classes,
+        tile,
+        model.overlap if overlap is None else overlap,
+        batch_size,
+        device,
     )
     results = []
     cache = {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": GDAL_CACHE_MB}

@@ -9,11 +9,14 @@ renamed, so an interrupted or failed run never leaves a half-written file behind
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import shutil
+import struct
 import tempfile
 import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,16 +54,59 @@ class RasterInfo:
         return self.crs is not None
 
 
+def png_problem(data: bytes) -> str | None:
+    """Walk a PNG's chunks without decoding pixels; describe the first sign of truncation or corruption.
+
+    GDAL's PNG driver decodes a PNG cut short without raising an error (the missing rows come out
+    as garbage), so a PNG is checked here: every chunk must fit in the file and match its CRC, and
+    the file must reach its ``IEND`` chunk.
+
+    Returns:
+        ``None`` for a complete PNG, else what is wrong and where.
+    """
+    view = memoryview(data)
+    position = 8
+    while position + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", view[position : position + 8])
+        end = position + 12 + length
+        label = kind.decode("latin-1")
+        if end > len(data):
+            return (
+                f"the PNG is truncated: its '{label}' chunk at byte {position:,} needs {length:,} bytes, "
+                f"but the file ends at byte {len(data):,}"
+            )
+        if zlib.crc32(view[position + 4 : end - 4]) != int.from_bytes(view[end - 4 : end], "big"):
+            return f"the PNG is corrupt: its '{label}' chunk at byte {position:,} fails its CRC check"
+        if kind == b"IEND":
+            return None
+        position = end
+    return f"the PNG is truncated: it ends at byte {len(data):,} before its closing 'IEND' chunk"
+
+
+@functools.lru_cache(maxsize=4096)
+def _png_file_problem(path: Path, size: int, modified_ns: int) -> str | None:
+    """:func:`png_problem` of a file, remembered per (path, size, modification time)."""
+    return png_problem(path.read_bytes())
+
+
 @contextlib.contextmanager
 def open_raster(path: str | Path) -> Iterator[rasterio.io.DatasetReader]:
     """Open a raster for reading, turning GDAL's errors into a message that names the file.
 
+    PNG files are also checked chunk by chunk, since GDAL decodes a truncated PNG without error.
+
     Raises:
-        PointsegError: if the file is missing or is not a raster GDAL can read.
+        PointsegError: if the file is missing, is not a raster GDAL can read, or is a truncated or
+            corrupt PNG.
     """
     path = Path(path)
     if not path.is_file():
         raise PointsegError(f"{path}: no such file")
+    if path.suffix.lower() == ".png":
+        status = path.stat()
+        problem = _png_file_problem(path, status.st_size, status.st_mtime_ns)
+        if problem is not None:
+            raise PointsegError(f"{path}: {problem}; expected a complete PNG")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         try:
@@ -189,16 +235,24 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def staged_directory(out_dir: str | Path) -> Iterator[Path]:
-    """Yield an empty staging folder; move its files into ``out_dir`` only if the block succeeds.
+def staged_directory(out_dir: str | Path, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty staging folder whose files become ``out_dir`` only if the block succeeds.
 
-    A run that fails half-way leaves ``out_dir`` exactly as it was.
+    A run that fails half-way leaves ``out_dir`` exactly as it was. Files are merged into an
+    existing ``out_dir``, unless ``replace`` is true: then the old folder is swapped out whole
+    (rename, rename, delete), so no stale file from an earlier run survives beside new ones.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging.", dir=out_dir.parent))
     try:
         yield staging
+        if replace and out_dir.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+            os.replace(out_dir, retired / "old")
+            os.replace(staging, out_dir)
+            shutil.rmtree(retired, ignore_errors=True)
+            return
         out_dir.mkdir(exist_ok=True)
         for item in sorted(staging.rglob("*")):
             if item.is_file():
@@ -207,6 +261,38 @@ def staged_directory(out_dir: str | Path) -> Iterator[Path]:
                 os.replace(item, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def geotiff_profile(
+    width: int,
+    height: int,
+    crs: CRS | None = None,
+    transform: Affine | None = None,
+    dtype: str = "uint8",
+    nodata: float = IGNORE_INDEX,
+    block_size: int = 256,
+) -> dict[str, Any]:
+    """Creation options of every single-band GeoTIFF pointseg writes.
+
+    Tiled, DEFLATE-compressed, with nodata, BigTIFF when needed, and ``crs``/``transform`` when
+    the source has them.
+    """
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "count": 1,
+        "dtype": dtype,
+        "width": width,
+        "height": height,
+        "tiled": True,
+        "blockxsize": block_size,
+        "blockysize": block_size,
+        "compress": "deflate",
+        "nodata": nodata,
+        "BIGTIFF": "IF_SAFER",
+    }
+    if crs is not None:
+        profile.update(crs=crs, transform=transform)
+    return profile
 
 
 def write_label_raster(
@@ -224,20 +310,10 @@ def write_label_raster(
     """
     path = Path(path)
     height, width = labels.shape
-    profile: dict[str, Any] = {"count": 1, "dtype": "uint8", "width": width, "height": height}
     if path.suffix.lower() in (".tif", ".tiff"):
-        profile.update(
-            driver="GTiff",
-            compress="deflate",
-            tiled=True,
-            blockxsize=256,
-            blockysize=256,
-            nodata=IGNORE_INDEX,
-        )
-        if crs is not None:
-            profile.update(crs=crs, transform=transform)
+        profile = geotiff_profile(width, height, crs, transform)
     else:
-        profile.update(driver="PNG")
+        profile = {"driver": "PNG", "count": 1, "dtype": "uint8", "width": width, "height": height}
     with atomic_output(path) as temporary, warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(temporary, "w", **profile) as dataset:

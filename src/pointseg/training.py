@@ -23,7 +23,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichProgressBar,
+)
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
@@ -64,13 +70,20 @@ def split_samples(data: DataConfig) -> tuple[ClassSchema, dict[str, list[SampleR
         PointsegError: if a pattern matches nothing, splits overlap, or train or val is empty.
     """
     discovery = discover_dataset(
-        data.format, data.root, data.schema_file,
-        images_dir=data.images_dir, masks_dir=data.masks_dir, mask_pattern=data.mask_pattern,
+        data.format,
+        data.root,
+        data.schema_file,
+        images_dir=data.images_dir,
+        masks_dir=data.masks_dir,
+        mask_pattern=data.mask_pattern,
     )
     refs = discovery.require_usable()
-    lists = read_split_lists(data.root) if data.format == "landcoverai" else {}
+    lists = read_split_lists(data.root, {ref.id for ref in refs}) if data.format == "landcoverai" else {}
     if lists and data.train is None and not data.val and not data.test:
-        splits = {name: [ref for ref in refs if ref.id in lists.get(name, set())] for name in ("train", "val", "test")}
+        splits = {
+            name: [ref for ref in refs if ref.id in lists.get(name, set())]
+            for name in ("train", "val", "test")
+        }
     else:
         val = select_refs(refs, data.val, "data.val")
         test = select_refs(refs, data.test, "data.test")
@@ -93,10 +106,25 @@ def split_samples(data: DataConfig) -> tuple[ClassSchema, dict[str, list[SampleR
     return discovery.schema, splits
 
 
+def point_source(config: TrainConfig) -> PointSource | None:
+    """Where training point labels come from: a points folder, or simulation (None for dense masks)."""
+    if config.supervision == "dense":
+        return None
+    if config.points.directory is not None:
+        return PointsDirectory(config.points.directory)
+    return SimulatedPoints(config.points.protocol())
+
+
 class SegmentationDataModule(L.LightningDataModule):
     """Training crops with point (or dense) labels; whole images with dense masks for val and test."""
 
-    def __init__(self, config: TrainConfig, schema: ClassSchema, splits: dict[str, list[SampleRef]], band_stats: BandStats):
+    def __init__(
+        self,
+        config: TrainConfig,
+        schema: ClassSchema,
+        splits: dict[str, list[SampleRef]],
+        band_stats: BandStats,
+    ):
         super().__init__()
         self.config = config
         self.schema = schema
@@ -105,7 +133,8 @@ class SegmentationDataModule(L.LightningDataModule):
         augment = config.augment
         self.augment = (
             BatchAugmentation(augment.flips, augment.rotate90, augment.color_jitter, augment.random_crop)
-            if augment.enabled else None
+            if augment.enabled
+            else None
         )
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
@@ -114,26 +143,27 @@ class SegmentationDataModule(L.LightningDataModule):
             batch = self.augment(batch)
         return batch
 
-    def point_source(self) -> PointSource | None:
-        """Where training point labels come from (None for dense supervision)."""
-        if self.config.supervision == "dense":
-            return None
-        if self.config.points.directory is not None:
-            return PointsDirectory(self.config.points.directory)
-        return SimulatedPoints(self.config.points.protocol())
-
     def train_dataloader(self) -> DataLoader:
         """Random crops read from disk; labels are points (or masks for dense supervision)."""
         data = self.config.data
         dataset = SegmentationDataset(
-            self.splits["train"], self.schema, self.band_stats,
-            crop_size=data.crop_size, crops_per_image=data.crops_per_image,
-            points=self.point_source(), with_masks=self.config.supervision == "dense",
+            self.splits["train"],
+            self.schema,
+            self.band_stats,
+            crop_size=data.crop_size,
+            crops_per_image=data.crops_per_image,
+            points=point_source(self.config),
+            with_masks=self.config.supervision == "dense",
             cache_bytes=data.cache_mb << 20,
         )
         return DataLoader(
-            dataset, batch_size=data.batch_size, shuffle=True, num_workers=data.num_workers,
-            collate_fn=collate_samples, persistent_workers=data.num_workers > 0, drop_last=len(dataset) > data.batch_size,
+            dataset,
+            batch_size=data.batch_size,
+            shuffle=True,
+            num_workers=data.num_workers,
+            collate_fn=collate_samples,
+            persistent_workers=data.num_workers > 0,
+            drop_last=len(dataset) > data.batch_size,
         )
 
     def _whole_images(self, split: str) -> DataLoader:
@@ -143,7 +173,10 @@ class SegmentationDataModule(L.LightningDataModule):
             # Every image is evaluated exactly once across processes (no padding duplicates).
             sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(
-            dataset, batch_size=1, sampler=sampler, num_workers=min(self.config.data.num_workers, 1),
+            dataset,
+            batch_size=1,
+            sampler=sampler,
+            num_workers=min(self.config.data.num_workers, 1),
             collate_fn=collate_samples,
         )
 
@@ -168,7 +201,11 @@ class SegmentationTask(L.LightningModule):
     """
 
     def __init__(
-        self, config: dict[str, Any], schema: dict[str, Any], band_stats: dict[str, Any], load_pretrained: bool = True
+        self,
+        config: dict[str, Any],
+        schema: dict[str, Any],
+        band_stats: dict[str, Any],
+        load_pretrained: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["load_pretrained"])
@@ -177,7 +214,11 @@ class SegmentationTask(L.LightningModule):
         self.band_stats = BandStats(tuple(band_stats["mean"]), tuple(band_stats["std"]))
         model = self.settings.model
         self.model = build_model(
-            self.schema.num_classes, self.band_stats.num_bands, model.arch, model.encoder, model.norm,
+            self.schema.num_classes,
+            self.band_stats.num_bands,
+            model.arch,
+            model.encoder,
+            model.norm,
             model.weights if load_pretrained else None,
         )
         loss = self.settings.loss
@@ -194,15 +235,34 @@ class SegmentationTask(L.LightningModule):
         target = batch["points"] if self.settings.supervision == "points" else batch["mask"]
         loss = self.loss(self(batch["image"]), target)
         batch_size = target.shape[0]
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=True)
+        self.log(
+            "train_loss",
+            loss,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch_size,
+            sync_dist=True,
+        )
         labelled = (target != 255).float().mean()
-        self.log("train_labelled_fraction", labelled, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
+        self.log(
+            "train_labelled_fraction",
+            labelled,
+            on_step=False,
+            on_epoch=True,
+            batch_size=batch_size,
+            sync_dist=True,
+        )
         return loss
 
     def _predict_whole(self, image: torch.Tensor) -> torch.Tensor:
         evaluation = self.settings.eval
         predictor = SlidingWindowPredictor(
-            self.model, self.schema.num_classes, evaluation.tile, evaluation.overlap, evaluation.batch_size,
+            self.model,
+            self.schema.num_classes,
+            evaluation.tile,
+            evaluation.overlap,
+            evaluation.batch_size,
             device=image.device,
         )
         sink = LabelSink(image.shape[-2], image.shape[-1])
@@ -278,7 +338,9 @@ def collect_metrics(run_dir: Path) -> Path:
     """Merge ``logs/version_*/metrics.csv`` (in session order) into ``<run>/metrics.csv``."""
     rows: list[dict[str, str]] = []
     fields: list[str] = []
-    versions = sorted((run_dir / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    versions = sorted(
+        (run_dir / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1])
+    )
     for path in versions:
         with path.open(newline="") as file:
             reader = csv.DictReader(file)
@@ -300,11 +362,20 @@ def run_environment(config: TrainConfig, splits: dict[str, list[SampleRef]]) -> 
 
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
             cwd=Path(__file__).resolve().parent,
         ).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True,
-                                    cwd=Path(__file__).resolve().parent).stdout.strip())
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain"],
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).resolve().parent,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = None, None
     return {
@@ -313,8 +384,11 @@ def run_environment(config: TrainConfig, splits: dict[str, list[SampleRef]]) -> 
         "host": platform.node(),
         "python": platform.python_version(),
         "versions": {
-            "pointseg": pointseg.__version__, "torch": torch.__version__, "lightning": lightning.__version__,
-            "segmentation_models_pytorch": segmentation_models_pytorch.__version__, "timm": timm.__version__,
+            "pointseg": pointseg.__version__,
+            "torch": torch.__version__,
+            "lightning": lightning.__version__,
+            "segmentation_models_pytorch": segmentation_models_pytorch.__version__,
+            "timm": timm.__version__,
         },
         "git_commit": commit,
         "git_dirty": dirty,
@@ -339,8 +413,11 @@ def default_run_name(config: TrainConfig) -> str:
         labels = "points-" + Path(config.points.directory).name
     else:
         p = config.points
-        labels = {"density": f"density-{p.density:g}", "per-class": f"per-class-{p.per_class}",
-                  "per-region": f"per-region-{p.min_area}"}[p.strategy]
+        labels = {
+            "density": f"density-{p.density:g}",
+            "per-class": f"per-class-{p.per_class}",
+            "per-region": f"per-region-{p.min_area}",
+        }[p.strategy]
     job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
     stamp = f"job{job}" if job and job != "none" else f"{datetime.now():%Y%m%d-%H%M%S}"
     return f"{stamp}-{config.data.format}-{labels}"
@@ -375,7 +452,9 @@ def train(config: TrainConfig, resume: Path | None = None, progress: bool = True
     else:
         run_dir = Path(config.output_dir) / (config.run_name or default_run_name(config))
         if (run_dir / "checkpoints").exists():
-            raise PointsegError(f"{run_dir} already holds a run; choose another run_name or use --resume {run_dir}")
+            raise PointsegError(
+                f"{run_dir} already holds a run; choose another run_name or use --resume {run_dir}"
+            )
         os.environ[RUN_DIR_VARIABLE] = str(run_dir)
     # Known, harmless: Lightning's own use of a deprecated torch API, and a resumed run's checkpoint folder.
     warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
@@ -390,15 +469,24 @@ def train(config: TrainConfig, resume: Path | None = None, progress: bool = True
         run_dir.mkdir(parents=True, exist_ok=True)
         with atomic_output(run_dir / "config.yaml") as temporary:
             temporary.write_text(dump_config(config))
-        write_json(run_dir / ("environment.json" if checkpoint is None else f"environment-resume-{int(time.time())}.json"),
-                   run_environment(config, splits))
+        write_json(
+            run_dir
+            / ("environment.json" if checkpoint is None else f"environment-resume-{int(time.time())}.json"),
+            run_environment(config, splits),
+        )
     datamodule = SegmentationDataModule(config, schema, splits, band_stats)
     task = SegmentationTask(
-        config.model_dump(mode="json", by_alias=True), schema.to_dict(),
-        {"mean": list(band_stats.mean), "std": list(band_stats.std)}, load_pretrained=checkpoint is None,
+        config.model_dump(mode="json", by_alias=True),
+        schema.to_dict(),
+        {"mean": list(band_stats.mean), "std": list(band_stats.std)},
+        load_pretrained=checkpoint is None,
     )
     best = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", monitor=MONITOR, mode="max", save_last=True,
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor=MONITOR,
+        mode="max",
+        save_last=True,
         auto_insert_metric_name=False,
     )
     callbacks: list[Callback] = [best, LearningRateMonitor(), MetricsFileCallback(run_dir)]
@@ -430,13 +518,16 @@ def train(config: TrainConfig, resume: Path | None = None, progress: bool = True
     trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint)
     if trainer.is_global_zero:
         previous = _previous_training_seconds(run_dir) if checkpoint is not None else 0.0
-        write_json(run_dir / "summary.json", {
-            "best_checkpoint": str(best.best_model_path) if best.best_model_path else None,
-            "best_val_miou": float(best.best_model_score) if best.best_model_score is not None else None,
-            "epochs": trainer.current_epoch,
-            "global_step": trainer.global_step,
-            "train_seconds": previous + time.perf_counter() - started,
-        })
+        write_json(
+            run_dir / "summary.json",
+            {
+                "best_checkpoint": str(best.best_model_path) if best.best_model_path else None,
+                "best_val_miou": float(best.best_model_score) if best.best_model_score is not None else None,
+                "epochs": trainer.current_epoch,
+                "global_step": trainer.global_step,
+                "train_seconds": previous + time.perf_counter() - started,
+            },
+        )
         collect_metrics(run_dir)
     return run_dir
 

@@ -29,7 +29,9 @@ class BatchAugmentation(nn.Module):
             back to the input size, and padded pixels get ``IGNORE_INDEX`` labels.
     """
 
-    def __init__(self, flips: bool = True, rotate90: bool = True, color_jitter: float = 0.1, random_crop: float = 0.0):
+    def __init__(
+        self, flips: bool = True, rotate90: bool = True, color_jitter: float = 0.1, random_crop: float = 0.0
+    ):
         super().__init__()
         self.color_jitter = color_jitter
         self.random_crop = random_crop
@@ -37,7 +39,7 @@ class BatchAugmentation(nn.Module):
         self.rotate90 = rotate90
 
     def _geometric(self, size: tuple[int, int], label_keys: list[str]) -> K.AugmentationSequential | None:
-        steps: list[nn.Module] = []
+        steps: list[K.AugmentationBase2D] = []
         if self.flips:
             steps += [K.RandomHorizontalFlip(), K.RandomVerticalFlip()]
         if self.rotate90 and size[0] == size[1]:
@@ -62,7 +64,7 @@ class BatchAugmentation(nn.Module):
             results = geometric(image, *shifted)
             results = results if isinstance(results, (list, tuple)) else [results]
             image = results[0]
-            for key, moved in zip(label_keys, results[1:]):
+            for key, moved in zip(label_keys, results[1:], strict=False):
                 labels = moved.squeeze(1).round().long() - 1
                 out[key] = torch.where(labels < 0, torch.full_like(labels, IGNORE_INDEX), labels)
         if self.color_jitter > 0:

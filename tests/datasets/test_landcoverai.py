@@ -47,7 +47,7 @@ def test_discovery_ids_follow_split_py(root) -> None:
 def test_split_lists_are_honoured(root, tmp_path) -> None:
     for name in ("images", "masks"):
         (tmp_path / name).symlink_to(root / name)
-    (tmp_path / "train.txt").write_text("M-33-0_0\nM-33-0_4\n\nM-33-9_9\n")
+    (tmp_path / "train.txt").write_text("M-33-0_0\nM-33-0_4\n\n")
     (tmp_path / "val.txt").write_text("M-33-1_1\n")
     assert [ref.id for ref in discover_dataset("landcoverai", tmp_path, split="train").refs] == [
         "M-33-0_0",
@@ -57,6 +57,14 @@ def test_split_lists_are_honoured(root, tmp_path) -> None:
     assert len(discover_dataset("landcoverai", tmp_path).refs) == 6
     with pytest.raises(PointsegError, match=r"split 'test' requested but .*test\.txt does not exist"):
         discover_dataset("landcoverai", tmp_path, split="test")
+
+
+def test_listed_tiles_that_do_not_exist_are_an_error(root, tmp_path) -> None:
+    for name in ("images", "masks"):
+        (tmp_path / name).symlink_to(root / name)
+    (tmp_path / "train.txt").write_text("M-33-0_0\nM-33-9_9\nM-33-0_2\n")  # _2 is a dropped edge tile
+    with pytest.raises(PointsegError, match=r"train\.txt: 2 of its 3 tiles are not in .*M-33-0_2, M-33-9_9"):
+        discover_dataset("landcoverai", tmp_path, split="train")
 
 
 def test_tile_sample_is_the_window_with_its_transform_and_crs(root) -> None:

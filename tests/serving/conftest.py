@@ -10,4 +10,6 @@ from fake_data import write_untrained_checkpoint
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_untrained_checkpoint(tmp_path_factory.mktemp("serving") / "model.ckpt", val_miou=VAL_MIOU, epoch=EPOCH)
+    return write_untrained_checkpoint(
+        tmp_path_factory.mktemp("serving") / "model.ckpt", val_miou=VAL_MIOU, epoch=EPOCH
+    )

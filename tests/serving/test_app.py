@@ -2,7 +2,6 @@ import io
 import json
 import os
 import struct
-import sys
 import threading
 import time
 import zlib
@@ -26,7 +25,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from torch import nn
 
 from fake_data import UTM, write_raster
-from pointseg.cli import main
 from pointseg.datasets import deepglobe
 from pointseg.inference import Forward, Precision, torch_forward
 from pointseg.serving import app as app_module
@@ -457,21 +455,6 @@ def test_unexpected_error_is_a_logged_500_and_the_worker_survives(
 
 
 # The serve command
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    def run(*args: object) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["pointseg", *map(str, args)])
-        try:
-            main()
-            code = 0
-        except SystemExit as done:
-            code = done.code if isinstance(done.code, int) else int(done.code is not None)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def test_serve_refuses_a_bad_checkpoint_before_starting(

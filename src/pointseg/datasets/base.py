@@ -283,7 +283,9 @@ class SegmentationDataset(Dataset[Sample]):
             region = ref.window or Window(0, 0, dataset.width, dataset.height)
             window = self._choose_window(region)
             if ref.image_path.suffix.lower() in STREAM_SUFFIXES:
-                image = _cut(self._decoded.get(("image", ref.image_path), lambda: read_pixels(dataset)), window)
+                image = _cut(
+                    self._decoded.get(("image", ref.image_path), lambda: read_pixels(dataset)), window
+                )
             else:
                 image = read_pixels(dataset, window)
             georeferencing = (

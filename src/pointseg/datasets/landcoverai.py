@@ -40,13 +40,31 @@ def tile_windows(height: int, width: int, tile_size: int = TILE_SIZE) -> list[tu
     return tiles
 
 
-def read_split_lists(root: Path) -> dict[str, set[str]]:
-    """Read whichever of ``train.txt``/``val.txt``/``test.txt`` exist in ``root``."""
-    return {
+def read_split_lists(root: Path, tile_ids: set[str] | None = None) -> dict[str, set[str]]:
+    """Read whichever of ``train.txt``/``val.txt``/``test.txt`` exist in ``root``.
+
+    Args:
+        root: The dataset folder.
+        tile_ids: The tiles found on disk; when given, every listed name must be one of them.
+
+    Raises:
+        PointsegError: naming the list, how many of its tiles are missing and a few of them (an
+            orthophoto missing from images/ would otherwise shrink a split silently).
+    """
+    lists = {
         split: {line.strip() for line in (root / f"{split}.txt").read_text().splitlines() if line.strip()}
         for split in SPLITS
         if (root / f"{split}.txt").is_file()
     }
+    for split, names in lists.items():
+        missing = sorted(names - tile_ids) if tile_ids is not None else []
+        if missing:
+            raise PointsegError(
+                f"{root / (split + '.txt')}: {len(missing)} of its {len(names)} tiles are not in "
+                f"{root / 'images'} "
+                f"(e.g. {', '.join(missing[:5])}); expected every listed tile's orthophoto in images/"
+            )
+    return lists
 
 
 def discover(root: Path, require_masks: bool = True, split: str | None = None) -> Discovery:
@@ -61,17 +79,18 @@ def discover(root: Path, require_masks: bool = True, split: str | None = None) -
     images = {p.stem: p for p in (root / "images").glob("*.tif")}
     masks = {p.stem: p for p in (root / "masks").glob("*.tif")} if (root / "masks").is_dir() else {}
     pairs, problems = pair_files(images, masks, require_masks)
-    lists = read_split_lists(root)
-    if split is not None and split not in lists:
-        raise PointsegError(f"{root}: split '{split}' requested but {root / (split + '.txt')} does not exist")
-    wanted = lists.get(split) if split is not None else None
-    refs = []
+    refs: list[SampleRef] = []
     for stem, image, mask in pairs:
         info = raster_info(image)
-        for k, window in tile_windows(info.height, info.width):
-            tile_id = f"{stem}_{k}"
-            if wanted is None or tile_id in wanted:
-                refs.append(
-                    SampleRef(id=tile_id, image_path=image, mask_path=mask, group=stem, window=window)
-                )
+        refs.extend(
+            SampleRef(id=f"{stem}_{k}", image_path=image, mask_path=mask, group=stem, window=window)
+            for k, window in tile_windows(info.height, info.width)
+        )
+    if split is not None:
+        lists = read_split_lists(root, {ref.id for ref in refs})
+        if split not in lists:
+            raise PointsegError(
+                f"{root}: split '{split}' requested but {root / (split + '.txt')} does not exist"
+            )
+        refs = [ref for ref in refs if ref.id in lists[split]]
     return Discovery("LandCover.ai", root, SCHEMA, refs, problems)

@@ -6,7 +6,6 @@ import io
 import json
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from affine import Affine
@@ -15,8 +14,8 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 
-from pointseg.raster import palette_colormap
-from pointseg.schema import IGNORE_INDEX, ClassSchema
+from pointseg.raster import geotiff_profile, palette_colormap
+from pointseg.schema import ClassSchema
 
 PNG_COMPRESS_LEVEL = 1  # masks are large flat areas: level 1 is several times faster and barely larger
 
@@ -73,20 +72,7 @@ def encode_label_geotiff(
     nodata, the class colours as its colour table, and ``crs``/``transform`` when given.
     """
     height, width = labels.shape
-    profile: dict[str, Any] = {
-        "driver": "GTiff",
-        "count": 1,
-        "dtype": "uint8",
-        "width": width,
-        "height": height,
-        "compress": "deflate",
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
-        "nodata": IGNORE_INDEX,
-    }
-    if crs is not None:
-        profile.update(crs=crs, transform=transform)
+    profile = geotiff_profile(width, height, crs, transform)
     with MemoryFile() as memory, warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with memory.open(**profile) as dataset:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-import struct
 import warnings
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -23,6 +21,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.io import MemoryFile
 
 from pointseg.errors import PointsegError
+from pointseg.raster import png_problem
 
 MAGIC_BYTES = (
     (b"\x89PNG\r\n\x1a\n", "PNG"),
@@ -87,35 +86,6 @@ def safe_filename(filename: str | None) -> str:
     base = re.split(r"[\\/]", filename or "")[-1]
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._")[:100]
     return cleaned or DEFAULT_NAME
-
-
-def png_problem(data: bytes) -> str | None:
-    """Walk a PNG's chunks without decoding pixels; describe the first sign of truncation or corruption.
-
-    GDAL's PNG driver decodes a PNG cut short without raising an error (the missing rows come out
-    as garbage), so a PNG is checked here: every chunk must fit in the file and match its CRC, and
-    the file must reach its ``IEND`` chunk.
-
-    Returns:
-        ``None`` for a complete PNG, else what is wrong and where.
-    """
-    view = memoryview(data)
-    position = 8
-    while position + 12 <= len(data):
-        length, kind = struct.unpack(">I4s", view[position : position + 8])
-        end = position + 12 + length
-        label = kind.decode("latin-1")
-        if end > len(data):
-            return (
-                f"the PNG is truncated: its '{label}' chunk at byte {position:,} needs {length:,} bytes, "
-                f"but the file ends at byte {len(data):,}"
-            )
-        if zlib.crc32(view[position + 4 : end - 4]) != int.from_bytes(view[end - 4 : end], "big"):
-            return f"the PNG is corrupt: its '{label}' chunk at byte {position:,} fails its CRC check"
-        if kind == b"IEND":
-            return None
-        position = end
-    return f"the PNG is truncated: it ends at byte {len(data):,} before its closing 'IEND' chunk"
 
 
 @contextlib.contextmanager

@@ -1,0 +1,56 @@
+"""The README is part of the product: its commands must be the ones CI runs, and every number it
+quotes must appear, verbatim, in a file that a named command regenerates."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def code_blocks(text: str) -> list[str]:
+    return re.findall(r"```(?:bash)?\n(.*?)```", text, flags=re.S)
+
+
+def section(text: str, heading: str) -> str:
+    match = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
+    assert match, f"README has no '## {heading}' section"
+    return match.group(1)
+
+
+def test_ci_runs_the_readmes_test_command() -> None:
+    setup, tests = code_blocks(section(README, "Install and run: two commands"))[:2]
+    assert "pytest" in tests and "-c constraints.txt" in tests
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert tests.strip() in ci_lines, "the README's test command and .ci/run differ"
+    assert "pointseg train --config configs/cpu_small.yaml" in setup and "-c constraints.txt" in setup
+
+
+def test_every_config_and_path_the_readme_names_exists() -> None:
+    for config in set(re.findall(r"configs/[\w.]+\.yaml", README)):
+        assert (ROOT / config).is_file(), config
+    for pattern in re.findall(r"configs/([\w]+)_\{([\d,]+)\}(\w+)\.yaml", README):
+        prefix, numbers, suffix = pattern
+        for number in numbers.split(","):
+            assert (ROOT / f"configs/{prefix}_{number}{suffix}.yaml").is_file()
+    for path in (
+        "constraints.txt",
+        "Dockerfile",
+        "benchmarks/README.md",
+        "src/pointseg/torchvision_compat.py",
+    ):
+        assert (ROOT / path).is_file(), path
+
+
+def test_quoted_results_come_from_regenerated_files() -> None:
+    results = section(README, "Results: mIoU against label density")
+    sources = re.findall(r"\(([\w/.-]+/results\.md)\)", results)
+    assert sources, "the results section names the results.md files it quotes"
+    quoted = {
+        line for line in results.splitlines() if line.startswith("| ") and not line.startswith("| regime")
+    }
+    generated = set()
+    for source in sources:
+        generated |= set((ROOT / source).read_text().splitlines())
+    assert quoted, "the results section quotes table rows"
+    assert quoted <= generated, f"rows not in {sources}: {sorted(quoted - generated)}"
