@@ -5,8 +5,12 @@ import ast
 import importlib.metadata
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the dev extra installs tomli, tomllib's origin
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +32,9 @@ def imported_top_level_modules() -> set[str]:
 
 def test_every_imported_package_is_a_declared_dependency() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = {canonical(re.split(r"[<>=!~\[; ]", requirement)[0]) for requirement in project["dependencies"]}
+    declared = {
+        canonical(re.split(r"[<>=!~\[; ]", requirement)[0]) for requirement in project["dependencies"]
+    }
     distributions = importlib.metadata.packages_distributions()
     undeclared = {
         module: distributions.get(module, ["(not installed)"])

@@ -1,3 +1,4 @@
+import io
 import time
 from pathlib import Path
 
@@ -202,11 +203,15 @@ def test_a_failed_plot_leaves_an_existing_figure_untouched(tmp_path, monkeypatch
     out = tmp_path / "fig.png"
     out.write_bytes(b"previous figure")
 
-    def broken_savefig(self: Figure, path: Path, **kwargs: object) -> None:
-        Path(path).write_bytes(b"half a PNG")
+    real_save = Image.Image.save
+
+    def broken_save(self: Image.Image, target: Path | io.BytesIO, *args: object, **kwargs: object) -> None:
+        if isinstance(target, io.BytesIO):  # matplotlib rendering in memory
+            return real_save(self, target, *args, **kwargs)  # type: ignore[arg-type]
+        Path(target).write_bytes(b"half a PNG")
         raise OSError("disk full")
 
-    monkeypatch.setattr(Figure, "savefig", broken_savefig)
+    monkeypatch.setattr(Image.Image, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         plots.plot_prediction(image, truth, truth, SCHEMA, out)
     assert out.read_bytes() == b"previous figure"

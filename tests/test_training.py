@@ -1,4 +1,5 @@
 import csv
+import itertools
 import json
 import os
 import subprocess
@@ -91,13 +92,17 @@ def test_resume_continues_the_epoch_count(fake_deepglobe: Path, tmp_path: Path) 
     first = train(
         small_config(fake_deepglobe, tmp_path, "trainer.max_epochs=2", "run_name=resumed"), progress=False
     )
-    assert json.loads((first / "summary.json").read_text())["epochs"] == 2
+    first_summary = json.loads((first / "summary.json").read_text())
+    assert first_summary["epochs"] == 2
+    (first / "summary.json").unlink()  # as in a run killed before it could write its summary
     again = train(
         small_config(fake_deepglobe, tmp_path, "trainer.max_epochs=3"), resume=first, progress=False
     )
     assert again == first
     summary = json.loads((first / "summary.json").read_text())
     assert summary["epochs"] == 3
+    # the training time of the first session travels in the checkpoint and is added to the second one's
+    assert summary["train_seconds"] > first_summary["train_seconds"]
     epochs = sorted({int(row["epoch"]) for row in read_metrics(first) if row.get("val_miou")})
     assert epochs == [0, 1, 2]  # history of both sessions is kept in metrics.csv
 
@@ -193,3 +198,42 @@ def test_ddp_two_processes_on_cpu(fake_deepglobe: Path, tmp_path: Path) -> None:
     assert summary["global_step"] == 2
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["epoch"] == 0 and checkpoint["global_step"] == 2
+
+
+@pytest.mark.parametrize("schedule", ["none", "cosine", "poly", "plateau"])
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_optimisers_and_schedules(schedule: str, optimizer: str, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from pointseg.datasets import deepglobe
+    from pointseg.training import SegmentationTask
+
+    overrides = [f"optim.schedule={schedule}", f"optim.optimizer={optimizer}", "optim.lr=0.01"]
+    config = load_config(CPU_SMALL, [*overrides, "optim.weight_decay=0.001"])
+    task = SegmentationTask(
+        config.model_dump(mode="json", by_alias=True),
+        deepglobe.SCHEMA.to_dict(),
+        {"mean": [0.0] * 3, "std": [1.0] * 3},
+        load_pretrained=False,
+    )
+    # configure_optimizers asks Lightning's trainer for the number of steps
+    task._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    configured = task.configure_optimizers()
+    optim = configured if isinstance(configured, torch.optim.Optimizer) else configured["optimizer"]
+    assert type(optim) is {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[optimizer]
+    assert optim.param_groups[0]["weight_decay"] == 0.001
+    if schedule == "none":
+        assert isinstance(configured, torch.optim.Optimizer)
+        return
+    scheduler = configured["lr_scheduler"]
+    if schedule == "plateau":
+        assert scheduler["monitor"] == "val_miou" and scheduler["scheduler"].mode == "max"
+        return
+    assert scheduler["interval"] == "step"
+    rates = []
+    for _ in range(10):
+        rates.append(optim.param_groups[0]["lr"])
+        optim.step()
+        scheduler["scheduler"].step()
+    assert rates[0] == pytest.approx(0.01) and rates[-1] < 0.002  # decays to near zero over the 10 steps
+    assert all(a >= b for a, b in itertools.pairwise(rates))

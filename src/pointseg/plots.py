@@ -21,6 +21,7 @@ listed in the legend.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, PercentFormatter
+from PIL import Image
 
 from pointseg.checkpoint import TrainedModel
 from pointseg.datasets import SampleRef
@@ -48,7 +50,12 @@ MAX_SCATTER_POINTS = 20_000
 """Point maps with more labelled pixels are drawn from a random subsample of this many points."""
 
 PANEL_INCHES = 4.5
+MAX_FIGURE_INCHES = 12.0
+"""Side-by-side panels shrink so a figure is at most this wide (a README-sized PNG)."""
 DPI = 150
+PALETTE_COLOURS = 256
+"""Figures are stored as palette PNGs: lossless for charts and label maps, and it keeps a photo panel
+at a README-friendly file size (an aerial image panel otherwise makes a figure of 0.5 MB or more)."""
 _IGNORED_CANDIDATES: tuple[RGB, ...] = ((0, 0, 0), (96, 96, 96), (255, 0, 128))
 _PERCENT = FuncFormatter(lambda value, _: f"{value * 100:g}%")
 DENSITY_COLUMNS = ("regime", "labelled_fraction", "miou_mean", "miou_std", "dense")
@@ -498,7 +505,8 @@ def _png_path(out: str | Path) -> Path:
 def _panel_figure(count: int, size: tuple[int, int]) -> tuple[Figure, list[Axes]]:
     """A figure of ``count`` side-by-side image panels sized to the image's aspect ratio."""
     aspect = min(max(size[0] / size[1], 0.5), 2.0)
-    fig = Figure(figsize=(PANEL_INCHES * count, PANEL_INCHES * aspect + 1.1), dpi=DPI, layout="constrained")
+    panel = min(PANEL_INCHES, MAX_FIGURE_INCHES / count)
+    fig = Figure(figsize=(panel * count, panel * aspect + 1.1), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, count, squeeze=False)[0]
     return fig, list(axes)
 
@@ -562,8 +570,12 @@ def _legend_or_note(ax: Axes, note: str, outside: bool = False) -> None:
 
 
 def _save(fig: Figure, out: Path) -> None:
+    rendered = io.BytesIO()
+    fig.savefig(rendered, format="png", dpi=DPI)
+    with Image.open(rendered) as image:
+        palette = image.convert("RGB").quantize(colors=PALETTE_COLOURS)
     with atomic_output(out) as temporary:
-        fig.savefig(temporary, format="png", dpi=DPI)
+        palette.save(temporary, format="PNG", optimize=True)
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:

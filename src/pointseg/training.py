@@ -29,6 +29,7 @@ from lightning.pytorch.callbacks import (
     LearningRateMonitor,
     ModelCheckpoint,
     RichProgressBar,
+    Timer,
 )
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -489,7 +490,10 @@ def train(config: TrainConfig, resume: Path | None = None, progress: bool = True
         save_last=True,
         auto_insert_metric_name=False,
     )
-    callbacks: list[Callback] = [best, LearningRateMonitor(), MetricsFileCallback(run_dir)]
+    # Lightning's Timer keeps the elapsed training time in every checkpoint, so a resumed run
+    # reports the time of all its sessions, not only the last one.
+    timer = Timer(duration=None, verbose=False)
+    callbacks: list[Callback] = [best, timer, LearningRateMonitor(), MetricsFileCallback(run_dir)]
     if progress:
         callbacks.append(RichProgressBar())
     trainer_config = config.trainer
@@ -514,10 +518,8 @@ def train(config: TrainConfig, resume: Path | None = None, progress: bool = True
         enable_progress_bar=progress,
         enable_model_summary=False,
     )
-    started = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint)
     if trainer.is_global_zero:
-        previous = _previous_training_seconds(run_dir) if checkpoint is not None else 0.0
         write_json(
             run_dir / "summary.json",
             {
@@ -525,15 +527,8 @@ def train(config: TrainConfig, resume: Path | None = None, progress: bool = True
                 "best_val_miou": float(best.best_model_score) if best.best_model_score is not None else None,
                 "epochs": trainer.current_epoch,
                 "global_step": trainer.global_step,
-                "train_seconds": previous + time.perf_counter() - started,
+                "train_seconds": timer.time_elapsed("train"),
             },
         )
         collect_metrics(run_dir)
     return run_dir
-
-
-def _previous_training_seconds(run_dir: Path) -> float:
-    try:
-        return float(json.loads((run_dir / "summary.json").read_text())["train_seconds"])
-    except (OSError, KeyError, ValueError, TypeError):
-        return 0.0
