@@ -69,7 +69,7 @@ def main() -> Result:
     hparams = (
         config.model_dump(mode="json", by_alias=True),
         schema.to_dict(),
-        {"mean": list(band_stats.mean), "std": list(band_stats.std)},
+        band_stats.to_dict(),
     )
 
     L.seed_everything(0, verbose=False)

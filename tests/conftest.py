@@ -3,11 +3,14 @@
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 import pointseg  # noqa: F401
+from fake_data import write_deepglobe
 from pointseg.cli import main
+from pointseg.training import RUN_DIR_VARIABLE
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -28,3 +31,15 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> 
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="module")
+def fake_deepglobe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four 96² DeepGlobe-style images with masks, built once per test module."""
+    return write_deepglobe(tmp_path_factory.mktemp("deepglobe"), count=4, size=96)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_run_dir_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run folder named by an earlier test's environment must not leak into the next test."""
+    monkeypatch.delenv(RUN_DIR_VARIABLE, raising=False)

@@ -49,6 +49,15 @@ def test_checksum_mismatch_removes_the_download(archive: Path, tmp_path: Path, m
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == []
 
 
+def test_an_existing_archive_that_fails_its_checksum_is_kept(archive: Path, tmp_path: Path) -> None:
+    kept = tmp_path / "data" / archive.name
+    kept.parent.mkdir()
+    kept.write_bytes(b"someone's own file")
+    with pytest.raises(PointsegError, match=r"checksum mismatch .* left as it is"):
+        download.download_dataset("landcoverai", tmp_path / "data")
+    assert kept.read_bytes() == b"someone's own file"
+
+
 def test_unreachable_source_fails_fast_and_clearly(tmp_path: Path) -> None:
     with pytest.raises(PointsegError, match=r"cannot download http://127\.0\.0\.1:9/x\.zip: .*offline"):
         download.download_dataset("landcoverai", tmp_path, url="http://127.0.0.1:9/x.zip")

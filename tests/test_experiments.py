@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 import pointseg.experiments as experiments
-from fake_data import write_deepglobe
 from pointseg.cli import main
 from pointseg.errors import PointsegError
 from pointseg.experiments import (
@@ -39,16 +38,6 @@ def small_overrides(data: Path) -> list[str]:
         "data.crops_per_image=2", "data.batch_size=4", "data.num_workers=0", "eval.tile=64",
         "trainer.max_epochs=1", "trainer.precision=32-true", "trainer.log_every_n_steps=1",
     ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def fake_deepglobe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_deepglobe(tmp_path_factory.mktemp("deepglobe"), count=4, size=96)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_run_dir_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(RUN_DIR_VARIABLE, raising=False)
 
 
 @dataclass

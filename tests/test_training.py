@@ -9,23 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from fake_data import write_deepglobe
 from pointseg.checkpoint import load_trained_model
 from pointseg.config import TrainConfig, load_config
 from pointseg.errors import PointsegError
 from pointseg.training import RUN_DIR_VARIABLE, split_samples, train
 
 CPU_SMALL = Path(__file__).resolve().parents[1] / "configs" / "cpu_small.yaml"
-
-
-@pytest.fixture(scope="module")
-def fake_deepglobe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_deepglobe(tmp_path_factory.mktemp("deepglobe"), count=4, size=96)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_run_dir_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(RUN_DIR_VARIABLE, raising=False)
 
 
 def small_config(data: Path, out: Path, *extra: str) -> TrainConfig:

@@ -85,7 +85,7 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> 
         )
     config = TrainConfig.model_validate(hparams["config"])
     schema = ClassSchema.from_dict(hparams["schema"], source=str(path))
-    band_stats = BandStats(tuple(hparams["band_stats"]["mean"]), tuple(hparams["band_stats"]["std"]))
+    band_stats = BandStats.from_dict(hparams["band_stats"])
     settings = config.model
     model = build_model(
         schema.num_classes, band_stats.num_bands, settings.arch, settings.encoder, settings.norm

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from pointseg.errors import PointsegError
+from pointseg.serving import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Land-cover segmentation from sparse point labels."
@@ -421,8 +422,12 @@ def serve_command(
     workers: Annotated[int, typer.Option(help="Worker processes, each with its own copy of the model.")] = 1,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     precision: Annotated[str, typer.Option(help="fp32 | bf16")] = "fp32",
-    max_upload_mb: Annotated[int, typer.Option(help="Largest upload, MiB (413, refused while read).")] = 256,
-    max_pixels: Annotated[int, typer.Option(help="Largest width x height (413): ~12k x 12k.")] = 150_000_000,
+    max_upload_mb: Annotated[
+        int, typer.Option(help="Largest upload, MiB (413, refused while read).")
+    ] = DEFAULT_MAX_UPLOAD_MB,
+    max_pixels: Annotated[
+        int, typer.Option(help="Largest width x height (413): ~12k x 12k.")
+    ] = DEFAULT_MAX_PIXELS,
     max_queue: Annotated[int, typer.Option(help="Images per worker running or waiting (503 beyond).")] = 4,
     batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
 ) -> None:

@@ -104,13 +104,21 @@ def download_dataset(
     source = url or spec.url
     root.mkdir(parents=True, exist_ok=True)
     archive = root / Path(source).name
-    md5 = file_md5(archive) if archive.is_file() else fetch(source, archive, on_progress)
-    if md5 != spec.md5:
-        archive.unlink(missing_ok=True)
-        raise PointsegError(
-            f"{source}: checksum mismatch (MD5 {md5}, expected {spec.md5}); the download was removed. "
-            "Try again; if it persists, the published file has changed"
-        )
+    if archive.is_file():
+        md5 = file_md5(archive)
+        if md5 != spec.md5:  # not ours to delete: the user's own copy, or an older release
+            raise PointsegError(
+                f"{archive}: checksum mismatch (MD5 {md5}, expected {spec.md5}); the file was left as it "
+                "is. Move it away to download the dataset again"
+            )
+    else:
+        md5 = fetch(source, archive, on_progress)
+        if md5 != spec.md5:
+            archive.unlink()
+            raise PointsegError(
+                f"{source}: checksum mismatch (MD5 {md5}, expected {spec.md5}); the download was removed. "
+                "Try again; if it persists, the published file has changed"
+            )
     folder = root / spec.folder
     try:
         with zipfile.ZipFile(archive) as bundle, staged_directory(folder, replace=True) as staging:

@@ -77,7 +77,7 @@ def export_onnx(trained: TrainedModel, out: str | Path, sample_size: int = 256) 
     )
     metadata = {
         "schema": trained.schema.to_dict(),
-        "band_stats": {"mean": list(trained.band_stats.mean), "std": list(trained.band_stats.std)},
+        "band_stats": trained.band_stats.to_dict(),
         "tile": trained.config.eval.tile,
         "overlap": trained.config.eval.overlap,
         "model": trained.metadata(),
@@ -133,7 +133,7 @@ def load_onnx_model(path: str | Path, providers: list[str] | None = None) -> Inf
     return InferenceModel(
         forward=forward,
         schema=ClassSchema.from_dict(metadata["schema"], source=str(path)),
-        band_stats=BandStats(tuple(metadata["band_stats"]["mean"]), tuple(metadata["band_stats"]["std"])),
+        band_stats=BandStats.from_dict(metadata["band_stats"]),
         tile=int(metadata["tile"]),
         overlap=float(metadata["overlap"]),
         metadata={**metadata["model"], "runtime": "onnxruntime", "onnx": path.name},

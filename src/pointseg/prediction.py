@@ -158,9 +158,12 @@ def predict_file(
     predictor: SlidingWindowPredictor,
     output_format: OutputFormat = "geotiff",
     confidence: bool = False,
+    on_start: Callable[[Path, int], None] | None = None,
     on_tiles: Callable[[int], None] | None = None,
 ) -> PredictionResult:
     """Predict one image or raster and write its outputs (see the module docstring).
+
+    ``on_start`` is called with the input and its tile count once it is open, before prediction.
 
     Raises:
         PointsegError: for unreadable inputs or a band count the model cannot take.
@@ -173,6 +176,9 @@ def predict_file(
         tempfile.TemporaryDirectory(prefix=".pointseg-", dir=out_dir) as work_dir,
     ):
         source = RasterSource(dataset, model.band_stats)
+        tiles = predictor.count_tiles(source.height, source.width)
+        if on_start is not None:
+            on_start(path, tiles)
         labels_work = Path(work_dir) / "classes.tif"
         confidence_work = Path(work_dir) / "confidence.tif" if confidence else None
         with contextlib.ExitStack() as writers:
@@ -193,9 +199,7 @@ def predict_file(
             outputs.append(_copy_as(labels_work, out_dir / f"{stem}_classes.png", "PNG"))
         if confidence_work is not None:
             outputs.append(_copy_as(confidence_work, out_dir / f"{stem}_confidence.tif", "COG"))
-        tiles = predictor.count_tiles(source.height, source.width)
-        size = (source.width, source.height)
-    return PredictionResult(path, outputs, *size, tiles)
+        return PredictionResult(path, outputs, source.width, source.height, tiles)
 
 
 def _copy_as(work: Path, target: Path, driver: str) -> Path:
@@ -243,8 +247,7 @@ def predict_files(
     cache = {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": GDAL_CACHE_MB}
     with rasterio.Env(**cache):
         for path in expand_inputs(inputs):
-            if on_start is not None:
-                with open_raster(path) as dataset:
-                    on_start(path, predictor.count_tiles(dataset.height, dataset.width))
-            results.append(predict_file(model, path, out_dir, predictor, output_format, confidence, on_tiles))
+            results.append(
+                predict_file(model, path, out_dir, predictor, output_format, confidence, on_start, on_tiles)
+            )
     return results

@@ -212,7 +212,7 @@ class SegmentationTask(L.LightningModule):
         self.save_hyperparameters(ignore=["load_pretrained"])
         self.settings = TrainConfig.model_validate(config)
         self.schema = ClassSchema.from_dict(schema)
-        self.band_stats = BandStats(tuple(band_stats["mean"]), tuple(band_stats["std"]))
+        self.band_stats = BandStats.from_dict(band_stats)
         model = self.settings.model
         self.model = build_model(
             self.schema.num_classes,
@@ -479,7 +479,7 @@ def train(config: TrainConfig, resume: Path | None = None, progress: bool = True
     task = SegmentationTask(
         config.model_dump(mode="json", by_alias=True),
         schema.to_dict(),
-        {"mean": list(band_stats.mean), "std": list(band_stats.std)},
+        band_stats.to_dict(),
         load_pretrained=checkpoint is None,
     )
     best = ModelCheckpoint(

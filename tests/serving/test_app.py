@@ -28,7 +28,7 @@ from fake_data import UTM, write_raster
 from pointseg.datasets import deepglobe
 from pointseg.inference import Forward, Precision, torch_forward
 from pointseg.serving import app as app_module
-from pointseg.serving import app_from_environment, create_app
+from pointseg.serving.app import app_from_environment, create_app
 
 MAX_UPLOAD = 1024 * 1024  # a small cap, so the 413 tests send little
 BODY_LIMIT = MAX_UPLOAD + app_module.FORM_OVERHEAD_BYTES

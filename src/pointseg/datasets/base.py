@@ -113,6 +113,15 @@ class BandStats:
         """Number of bands the statistics describe."""
         return len(self.mean)
 
+    def to_dict(self) -> dict[str, list[float]]:
+        """``{"mean": [...], "std": [...]}``, as stored in checkpoints and ONNX metadata."""
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BandStats:
+        """The inverse of :meth:`to_dict`."""
+        return cls(tuple(data["mean"]), tuple(data["std"]))
+
     def normalize(self, image: np.ndarray, source: str = "image") -> np.ndarray:
         """Return ``(C, H, W)`` float32 ``(image - mean) / std``.
 

@@ -46,7 +46,7 @@ from pointseg.inference import LabelSink, Precision, RasterSource, SlidingWindow
 from pointseg.plots import display_rgb
 from pointseg.raster import read_pixels
 from pointseg.schema import IGNORE_INDEX
-from pointseg.serving import outputs
+from pointseg.serving import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, outputs
 from pointseg.serving.body_limit import BodySizeLimit
 from pointseg.serving.uploads import Upload, UploadError, open_upload
 
@@ -54,11 +54,7 @@ logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 MIB = 2**20
-DEFAULT_MAX_UPLOAD_BYTES = 256 * MIB
-DEFAULT_MAX_PIXELS = 150_000_000
-"""About 12 000 x 12 000 pixels: a large orthophoto tile, while one request's peak memory stays near
-3 GB for a JPEG or PNG (decoded whole: 3 B/px raw + 12 B/px normalised float32 for RGB, 1 B/px labels,
-4 B/px RGBA output) and near 1 GB for a GeoTIFF, which is read window by window."""
+DEFAULT_MAX_UPLOAD_BYTES = DEFAULT_MAX_UPLOAD_MB * MIB
 FORM_OVERHEAD_BYTES = 64 * 1024
 """Room for multipart framing (boundary, part headers) on top of a file of ``max_upload_bytes``."""
 ENVIRONMENT_PREFIX = "POINTSEG_SERVE_"
@@ -474,7 +470,7 @@ def create_app(
         precision: ``fp32``, or ``bf16`` autocast.
         max_upload_bytes: Largest image file accepted (413 above it, refused while it arrives).
         max_pixels: Largest width x height accepted (413 above it, judged from the header); see
-            :data:`DEFAULT_MAX_PIXELS`.
+            :data:`pointseg.serving.DEFAULT_MAX_PIXELS`.
         max_queue: Uploads per worker process being read, waiting or predicted at once (503 above it).
         batch_size: Tiles per forward pass.
         warmup: Run one tile through the network before reporting ready.
