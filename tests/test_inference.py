@@ -1,8 +1,13 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
+import rasterio
 import torch
 from torch import nn
 
+from fake_data import write_raster
+from pointseg.datasets import BandStats
 from pointseg.errors import PointsegError
 from pointseg.inference import (
     ArraySource,
@@ -10,9 +15,11 @@ from pointseg.inference import (
     SlidingWindowPredictor,
     TileGrid,
     blend_window,
+    open_source,
     predict_labels,
     read_reflected,
 )
+from pointseg.schema import IGNORE_INDEX
 
 CLASSES = 4
 
@@ -150,3 +157,45 @@ def test_other_settings_are_checked() -> None:
         SlidingWindowPredictor(pixelwise_model(), CLASSES, tile=8)
     with pytest.raises(PointsegError, match="batch size 0"):
         SlidingWindowPredictor(pixelwise_model(), CLASSES, tile=32, batch_size=0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("nodata", [None, np.nan])
+def test_non_finite_pixels_are_nodata_and_never_reach_the_network(
+    tmp_path: Path, bad: float, nodata: float | None
+) -> None:
+    """One NaN/inf pixel in a float32 GeoTIFF: 255 there, the rest as if it were the band mean."""
+    image = random_image(40, 50) * 10 + 100
+    image[1, 12, 20] = bad
+    path = write_raster(tmp_path / "scene.tif", image)
+    if nodata is not None:
+        with rasterio.open(path, "r+") as dataset:
+            dataset.nodata = nodata
+    stats = BandStats((100.0,) * 3, (10.0,) * 3)
+    model = pixelwise_model()
+    seen_finite = []
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        seen_finite.append(bool(torch.isfinite(batch).all()))
+        with torch.no_grad():
+            return model(batch)
+
+    predictor = SlidingWindowPredictor(forward, CLASSES, tile=32, overlap=0.25)
+    with open_source(path, stats) as source:
+        sink = LabelSink(source.height, source.width, valid=source.valid)
+        predictor.predict(source, sink)
+    assert seen_finite and all(seen_finite)
+    filled = image.copy()
+    filled[1, 12, 20] = 100.0  # the band mean: normalised to 0
+    expected = whole_image_probabilities(model, stats.normalize(filled)).argmax(0).astype(np.uint8)
+    expected[12, 20] = IGNORE_INDEX
+    assert np.array_equal(sink.labels, expected)
+
+
+def test_read_reflected_replaces_non_finite_values_with_zero() -> None:
+    image = np.ones((1, 4, 4), dtype=np.float32)
+    image[0, 0, 0], image[0, 1, 1], image[0, 2, 2] = np.nan, np.inf, -np.inf
+    window = read_reflected(ArraySource(image), -2, -2, 8, 8)
+    zeroed = np.where(np.isfinite(image), image, 0)
+    assert np.isfinite(window).all() and window[0, 2, 2] == 0
+    assert np.array_equal(window, read_reflected(ArraySource(zeroed), -2, -2, 8, 8))

@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +139,59 @@ def test_checkpoint_model_predicts_a_raster(tmp_path: Path) -> None:
     assert (result.width, result.height, result.tiles) == (120, 100, 9)
     with rasterio.open(result.outputs[0]) as out:
         assert out.crs == UTM and out.read(1).max() < SCHEMA.num_classes
+
+
+@pytest.mark.parametrize("nodata", [None, np.nan])
+def test_a_nan_pixel_is_nodata_in_the_outputs(tmp_path: Path, nodata: float | None) -> None:
+    image = np.full((3, 60, 70), 120.0, dtype=np.float32)
+    image += np.random.default_rng(0).normal(0, 40, image.shape).astype(np.float32)
+    image[2, 30, 40] = np.nan
+    scene = write_raster(tmp_path / "scene.tif", image, UTM, TRANSFORM)
+    if nodata is not None:
+        with rasterio.open(scene, "r+") as dataset:
+            dataset.nodata = nodata
+    model, network = pointwise_model()
+    predict_files(model, [scene], tmp_path / "out", output_format="both")
+    with rasterio.open(tmp_path / "out" / "scene_classes.tif") as out:
+        labels = out.read(1)
+    image[2, 30, 40] = 120.0  # the band mean
+    with torch.inference_mode():
+        expected = network(torch.from_numpy(model.band_stats.normalize(image))[None])[0].argmax(0).numpy()
+    expected[30, 40] = IGNORE_INDEX
+    assert np.array_equal(labels, expected)
+    with rasterio.open(tmp_path / "out" / "scene_classes.png") as png:
+        assert np.array_equal(png.read(1), labels) and png.colormap(1)[IGNORE_INDEX][3] == 0
+
+
+def test_out_naming_a_file_is_one_error_line(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    checkpoint = write_untrained_checkpoint(tmp_path / "model.ckpt")
+    scene = georeferenced_scene(tmp_path / "scene.tif", 40, 40)
+    (tmp_path / "taken.txt").write_text("not a folder")
+    code, _, err = cli("predict", scene, "--checkpoint", checkpoint, "--out", tmp_path / "taken.txt")
+    assert code == 1 and "Traceback" not in err
+    assert "taken.txt: is a file; expected a folder" in err
+    assert (tmp_path / "taken.txt").read_text() == "not a folder"
+
+
+def dead_process_id() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_work_files_of_killed_runs_are_removed_by_the_next_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    dead, alive = dead_process_id(), os.getpid()
+    stale = [out / f".pointseg-{dead}-abc123", out / f".scene_classes.{dead}-0123456789ab.partial.tif"]
+    running = [out / f".pointseg-{alive}-def456", out / f".scene_classes.{alive}-0123456789ab.partial.tif"]
+    for path in (stale[0], running[0]):
+        path.mkdir(parents=True)
+        (path / "classes.tif").write_bytes(b"II*\x00")
+    for path in (stale[1], running[1]):
+        path.write_bytes(b"")
+    (out / ".hidden_user_file").write_text("kept")
+    scene = georeferenced_scene(tmp_path / "scene.tif", 40, 40)
+    predict_files(pointwise_model()[0], [scene], out)
+    assert not any(path.exists() for path in stale)
+    assert all(path.exists() for path in running)
+    assert (out / ".hidden_user_file").exists() and (out / "scene_classes.tif").is_file()

@@ -4,7 +4,9 @@ Tiles of ``tile`` pixels step by ``stride = tile * (1 - overlap)``. Each tile's 
 probabilities are weighted by a cosine-tapered window (flat in the middle, raised-cosine ramps
 over the overlap, never zero) and summed; dividing by the summed weights blends neighbours
 without seams. Parts of tiles outside the image are filled by reflection, and the grid starts
-half an overlap before the image so border pixels also get context on every side.
+half an overlap before the image so border pixels also get context on every side. Non-finite
+input values (nodata in float rasters) are replaced before the forward pass, and sinks can mark
+the pixels without data (see :meth:`RasterSource.valid`) as ``IGNORE_INDEX``.
 
 Memory does not grow with the raster: tile rows are processed from top to bottom and, within a
 row, batches of tiles from left to right. Only the ``tile - stride`` rows that the next tile row
@@ -34,6 +36,7 @@ from torch import nn
 from pointseg.datasets import BandStats
 from pointseg.errors import PointsegError
 from pointseg.raster import open_raster, read_pixels
+from pointseg.schema import IGNORE_INDEX
 
 Precision = Literal["fp32", "bf16"]
 WHOLE_READ_DRIVERS = ("JPEG", "PNG")  # stream-compressed formats: read once, not window by window
@@ -112,13 +115,23 @@ class RasterSource:
         if dataset.driver in WHOLE_READ_DRIVERS:
             self._whole = band_stats.normalize(read_pixels(dataset, self.window), dataset.name)
         self.has_nodata = any(MaskFlags.all_valid not in flags for flags in dataset.mask_flag_enums)
+        self.floating = any(np.issubdtype(np.dtype(dtype), np.floating) for dtype in dataset.dtypes)
 
     def valid(self, row: int, col: int, height: int, width: int) -> np.ndarray | None:
-        """``(height, width)`` bool: pixels with data (nodata, alpha or mask say which); None if all are."""
-        if not self.has_nodata:
+        """``(height, width)`` bool: pixels with data; None if all are.
+
+        A pixel has no data where the nodata value, an alpha band or a mask say so, and, in
+        floating-point rasters, where any band is not finite (NaN, +inf or -inf).
+        """
+        if not self.has_nodata and not self.floating:
             return None
         window = Window(self.window.col_off + col, self.window.row_off + row, width, height)
-        return self.dataset.dataset_mask(window=window) > 0
+        valid = np.ones((height, width), dtype=bool)
+        if self.has_nodata:
+            valid &= self.dataset.dataset_mask(window=window) > 0
+        if self.floating:
+            valid &= np.isfinite(read_pixels(self.dataset, window)).all(axis=0)
+        return valid
 
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
         """Return ``(C, height, width)`` normalised pixels of a window of the source."""
@@ -151,20 +164,40 @@ def torch_forward(
     return forward
 
 
-class LabelSink:
-    """Collects ``(H, W)`` uint8 labels (argmax) and optionally the max-softmax confidence, in memory."""
+ValidMask = Callable[[int, int, int, int], np.ndarray | None]
+"""``(row, col, height, width) -> (height, width)`` bool, True where a pixel has data (None: all do)."""
 
-    def __init__(self, height: int, width: int, with_confidence: bool = False) -> None:
+
+class LabelSink:
+    """Collects ``(H, W)`` uint8 labels (argmax) and optionally the max-softmax confidence, in memory.
+
+    Args:
+        height: Image height in pixels.
+        width: Image width in pixels.
+        with_confidence: Also keep the max softmax probability.
+        valid: Where the input has data (e.g. :meth:`RasterSource.valid`); other pixels get
+            ``IGNORE_INDEX`` (and NaN confidence).
+    """
+
+    def __init__(
+        self, height: int, width: int, with_confidence: bool = False, valid: ValidMask | None = None
+    ) -> None:
         self.labels = np.zeros((height, width), dtype=np.uint8)
         self.confidence = np.zeros((height, width), dtype=np.float32) if with_confidence else None
+        self.valid = valid
 
     def write(self, row: int, col: int, probabilities: torch.Tensor) -> None:
         """Store argmax labels (and confidence) of a block."""
         confidence, labels = probabilities.max(dim=0)
         height, width = labels.shape
-        self.labels[row : row + height, col : col + width] = labels.numpy()
+        labels_np, confidence_np = labels.numpy().astype(np.uint8), confidence.numpy()
+        valid = None if self.valid is None else self.valid(row, col, height, width)
+        if valid is not None:
+            labels_np[~valid] = IGNORE_INDEX
+            confidence_np = np.where(valid, confidence_np, np.nan)
+        self.labels[row : row + height, col : col + width] = labels_np
         if self.confidence is not None:
-            self.confidence[row : row + height, col : col + width] = confidence.numpy()
+            self.confidence[row : row + height, col : col + width] = confidence_np
 
 
 @dataclass(frozen=True)
@@ -208,10 +241,16 @@ def blend_window(tile: int, ramp: int) -> torch.Tensor:
 
 
 def read_reflected(source: ImageSource, row: int, col: int, height: int, width: int) -> np.ndarray:
-    """Read a window that may reach past the image, filling the outside by reflection."""
+    """Read a window that may reach past the image, filling the outside by reflection.
+
+    Non-finite values (NaN, +inf, -inf: nodata in a float raster) become 0, the band mean after
+    normalisation, so one such pixel cannot turn every prediction it touches into NaN.
+    """
     top, left = max(row, 0), max(col, 0)
     bottom, right = min(row + height, source.height), min(col + width, source.width)
     inside = np.asarray(source.read(top, left, bottom - top, right - left), dtype=np.float32)
+    if not np.isfinite(inside).all():  # nodata in a float raster: never fed to the network
+        inside = np.nan_to_num(inside, nan=0.0, posinf=0.0, neginf=0.0)
     pad = ((0, 0), (top - row, row + height - bottom), (left - col, col + width - right))
     if any(before or after for before, after in pad):
         if min(inside.shape[1:]) > 1:

@@ -35,6 +35,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, Percent
 from PIL import Image
 
 from pointseg.checkpoint import TrainedModel
+from pointseg.colors import display_rgb
 from pointseg.datasets import SampleRef
 from pointseg.errors import PointsegError
 from pointseg.evaluation import predict_samples, require_same_classes
@@ -421,22 +422,6 @@ def plot_points_file(
 def display_stride(height: int, width: int, max_side: int = DISPLAY_MAX_SIDE) -> int:
     """Whole-pixel stride that brings the longer side of ``height x width`` to ``max_side`` or less."""
     return max(1, math.ceil(max(height, width) / max_side))
-
-
-def display_rgb(image: np.ndarray, stride: int = 1) -> np.ndarray:
-    """Return ``(H', W', 3)`` uint8 display colours of a raw ``(C, H, W)`` image, subsampled by ``stride``.
-
-    Bands 1-3 become red, green and blue (one or two bands: band 1 as grey); each band is stretched
-    linearly between its 2nd and 98th percentile over finite pixels. A constant band shows as black.
-    """
-    bands = image[:3] if image.shape[0] >= 3 else image[:1].repeat(3, axis=0)
-    shown = np.empty((3, *bands[:, ::stride, ::stride].shape[1:]), dtype=np.uint8)
-    for index, band in enumerate(bands[:, ::stride, ::stride].astype(np.float32)):
-        finite = band[np.isfinite(band)]
-        low, high = np.percentile(finite, (2, 98)) if finite.size else (0.0, 0.0)
-        scaled = (band - low) / (high - low) if high > low else np.zeros_like(band)
-        shown[index] = np.round(np.clip(np.nan_to_num(scaled), 0, 1) * 255).astype(np.uint8)
-    return np.moveaxis(shown, 0, -1)
 
 
 def point_canvas(

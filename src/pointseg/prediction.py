@@ -10,7 +10,8 @@ For each input it writes, into the output folder:
 
 Labels are produced by :class:`pointseg.inference.SlidingWindowPredictor` and streamed into a
 tiled GeoTIFF band of rows at a time, so memory stays bounded whatever the raster's size. Every
-file is written under a temporary name and renamed when complete.
+file is written under a temporary name and renamed when complete; work files named with the id
+of a process that no longer runs (a killed earlier run) are removed from the output folder.
 """
 
 from __future__ import annotations
@@ -34,7 +35,14 @@ from rasterio.windows import Window
 from pointseg.errors import PointsegError
 from pointseg.export import InferenceModel
 from pointseg.inference import RasterSource, SlidingWindowPredictor
-from pointseg.raster import IMAGE_SUFFIXES, atomic_output, geotiff_profile, open_raster, palette_colormap
+from pointseg.colors import palette_colormap
+from pointseg.raster import (
+    IMAGE_SUFFIXES,
+    atomic_output,
+    geotiff_profile,
+    open_raster,
+    remove_stale_work_files,
+)
 from pointseg.schema import IGNORE_INDEX
 
 OutputFormat = Literal["geotiff", "png", "both"]
@@ -173,7 +181,7 @@ def predict_file(
     outputs: list[Path] = []
     with (
         open_raster(path) as dataset,
-        tempfile.TemporaryDirectory(prefix=".pointseg-", dir=out_dir) as work_dir,
+        tempfile.TemporaryDirectory(prefix=f".pointseg-{os.getpid()}-", dir=out_dir) as work_dir,
     ):
         source = RasterSource(dataset, model.band_stats)
         tiles = predictor.count_tiles(source.height, source.width)
@@ -231,7 +239,13 @@ def predict_files(
 
     ``tile`` and ``overlap`` default to the model's own (from training). ``on_start`` is called with
     each input and its tile count before it is predicted.
+
+    Raises:
+        PointsegError: for ``out_dir`` naming a file, bad inputs (see :func:`expand_inputs`) or a
+            tile size that is not a multiple of 32.
     """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PointsegError(f"--out {out_dir}: is a file; expected a folder for the outputs")
     tile = tile or model.tile
     if tile % 32:
         raise PointsegError(f"--tile {tile}: expected a multiple of 32 (the networks downsample by up to 32)")
@@ -243,10 +257,12 @@ def predict_files(
         batch_size,
         device,
     )
+    files = expand_inputs(inputs)
+    remove_stale_work_files(out_dir)
     results = []
     cache = {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": GDAL_CACHE_MB}
     with rasterio.Env(**cache):
-        for path in expand_inputs(inputs):
+        for path in files:
             results.append(
                 predict_file(model, path, out_dir, predictor, output_format, confidence, on_start, on_tiles)
             )

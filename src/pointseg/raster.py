@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import secrets
 import shutil
 import struct
@@ -29,6 +30,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
+from pointseg.colors import palette_colormap
 from pointseg.errors import PointsegError
 from pointseg.schema import IGNORE_INDEX, ClassSchema
 
@@ -202,24 +204,19 @@ def _expand_palette(dataset: rasterio.io.DatasetReader, indices: np.ndarray, pat
     return np.moveaxis(palette[indices], -1, 0)
 
 
-def palette_colormap(schema: ClassSchema) -> dict[int, tuple[int, int, int, int]]:
-    """GDAL colour table for a label raster: class colours, and transparent black for ignore."""
-    colormap = {i: (*color, 255) for i, color in enumerate(schema.colors)}
-    colormap[IGNORE_INDEX] = (0, 0, 0, 0)
-    return colormap
-
-
 @contextlib.contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
 
     The temporary file keeps ``path``'s suffix so that GDAL picks the right driver, and gets the
     permissions a plain ``open`` would give (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.
+    Its name carries this process's id, so that :func:`remove_stale_work_files` can tell the
+    leftovers of a killed run from the files of a running one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        temporary_path = path.with_name(f".{path.stem}.{secrets.token_hex(6)}.partial{path.suffix}")
+        temporary_path = path.with_name(f".{path.stem}.{work_tag()}.partial{path.suffix}")
         try:
             os.close(os.open(temporary_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
             break
@@ -232,6 +229,49 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         temporary_path.unlink(missing_ok=True)
         for sidecar in temporary_path.parent.glob(temporary_path.name + ".*"):  # GDAL's .aux.xml
             sidecar.unlink(missing_ok=True)
+
+
+def work_tag() -> str:
+    """``<pid>-<12 hex digits>``: the unique part of a work file's name, naming the process that owns it."""
+    return f"{os.getpid()}-{secrets.token_hex(6)}"
+
+
+STALE_WORK_NAME = re.compile(r"^\.(?:pointseg-(?P<folder_pid>\d+)-|.+\.(?P<file_pid>\d+)-[0-9a-f]{12}\.partial)")
+"""Hidden work folders (``.pointseg-<pid>-...``) and partial files (``.<stem>.<pid>-<hex>.partial...``)."""
+
+
+def process_is_running(pid: int) -> bool:
+    """Whether a process with this id exists (one of another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_work_files(folder: str | Path) -> list[Path]:
+    """Remove the work folders and partial files that killed runs left in ``folder``.
+
+    Only names that carry a process id (see :func:`work_tag`) of a process that no longer runs
+    are removed; the work files of running processes are kept.
+
+    Returns:
+        The paths removed.
+    """
+    folder = Path(folder)
+    removed = []
+    for path in folder.glob(".*") if folder.is_dir() else ():
+        match = STALE_WORK_NAME.match(path.name)
+        if match is None or process_is_running(int(match["folder_pid"] or match["file_pid"])):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager

@@ -14,7 +14,8 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 
-from pointseg.raster import geotiff_profile, palette_colormap
+from pointseg.colors import palette_colormap
+from pointseg.raster import geotiff_profile
 from pointseg.schema import ClassSchema
 
 PNG_COMPRESS_LEVEL = 1  # masks are large flat areas: level 1 is several times faster and barely larger
