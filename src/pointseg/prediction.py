@@ -32,10 +32,10 @@ import torch
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
+from pointseg.colors import palette_colormap
 from pointseg.errors import PointsegError
 from pointseg.export import InferenceModel
 from pointseg.inference import RasterSource, SlidingWindowPredictor
-from pointseg.colors import palette_colormap
 from pointseg.raster import (
     IMAGE_SUFFIXES,
     atomic_output,

@@ -236,7 +236,9 @@ def work_tag() -> str:
     return f"{os.getpid()}-{secrets.token_hex(6)}"
 
 
-STALE_WORK_NAME = re.compile(r"^\.(?:pointseg-(?P<folder_pid>\d+)-|.+\.(?P<file_pid>\d+)-[0-9a-f]{12}\.partial)")
+STALE_WORK_NAME = re.compile(
+    r"^\.(?:pointseg-(?P<folder_pid>\d+)-|.+\.(?P<file_pid>\d+)-[0-9a-f]{12}\.partial)"
+)
 """Hidden work folders (``.pointseg-<pid>-...``) and partial files (``.<stem>.<pid>-<hex>.partial...``)."""
 
 
