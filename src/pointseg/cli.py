@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from pointseg.errors import PointsegError
-from pointseg.serving import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB
+from pointseg.serving import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, DEFAULT_REQUEST_TIMEOUT_S
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Land-cover segmentation from sparse point labels."
@@ -426,26 +426,29 @@ def serve_command(
         int, typer.Option(help="Largest upload, MiB (413, refused while read).")
     ] = DEFAULT_MAX_UPLOAD_MB,
     max_pixels: Annotated[
-        int, typer.Option(help="Largest width x height (413): ~12k x 12k.")
+        int, typer.Option(help="Largest width x height (413): 5000 x 5000.")
     ] = DEFAULT_MAX_PIXELS,
     max_queue: Annotated[int, typer.Option(help="Images per worker running or waiting (503 beyond).")] = 4,
     batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
+    request_timeout: Annotated[
+        float, typer.Option(help="Seconds per request, queue wait included (504 after; the job stops).")
+    ] = DEFAULT_REQUEST_TIMEOUT_S,
 ) -> None:
     """Serve the model over HTTP: the page at /, POST /predict (see /docs), /health and /ready."""
-    from pointseg.serving.app import serve
+    from pointseg.serving.server import serve
+    from pointseg.serving.settings import ServeSettings
 
-    serve(
-        checkpoint,
-        host=host,
-        port=port,
-        workers=workers,
+    settings = ServeSettings.checked(
+        checkpoint=checkpoint,
         device=device,
         precision=check_choice("--precision", precision, ("fp32", "bf16")),
         max_upload_bytes=max_upload_mb * 2**20,
         max_pixels=max_pixels,
         max_queue=max_queue,
         batch_size=batch_size,
+        request_timeout=request_timeout,
     )
+    serve(settings, host=host, port=port, workers=workers)
 
 
 experiment_app = typer.Typer(no_args_is_help=True, help="Reproducible experiments over label regimes.")

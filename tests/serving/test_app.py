@@ -27,8 +27,10 @@ from torch import nn
 from fake_data import UTM, write_raster
 from pointseg.datasets import deepglobe
 from pointseg.inference import Forward, Precision, torch_forward
+from pointseg.serving import DEFAULT_MAX_PIXELS, DEFAULT_REQUEST_TIMEOUT_S, service
 from pointseg.serving import app as app_module
 from pointseg.serving.app import app_from_environment, create_app
+from pointseg.serving.settings import SETTINGS_VARIABLE
 
 MAX_UPLOAD = 1024 * 1024  # a small cap, so the 413 tests send little
 BODY_LIMIT = MAX_UPLOAD + app_module.FORM_OVERHEAD_BYTES
@@ -111,7 +113,11 @@ def test_health_ready_and_model_metadata(client: httpx.Client) -> None:
     assert (model["arch"], model["encoder"], model["norm"]) == ("deeplabv3plus", "resnet18", "group")
     assert (model["val_miou"], model["epoch"], model["tile"], model["overlap"]) == (VAL_MIOU, EPOCH, 64, 0.25)
     assert model["checkpoint"] == "model.ckpt"
-    assert model["limits"] == {"max_upload_bytes": MAX_UPLOAD, "max_pixels": 150_000_000}
+    assert model["limits"] == {
+        "max_upload_bytes": MAX_UPLOAD,
+        "max_pixels": DEFAULT_MAX_PIXELS,
+        "request_timeout_s": DEFAULT_REQUEST_TIMEOUT_S,
+    }
 
 
 def test_ready_is_503_until_the_model_is_loaded(checkpoint: Path) -> None:
@@ -306,7 +312,7 @@ def test_decompression_bombs_are_413_from_the_header(client: httpx.Client) -> No
         413,
         "bomb.tif",
         "30,000 x 30,000 = 900,000,000 pixels",
-        "limit of 150,000,000",
+        f"limit of {DEFAULT_MAX_PIXELS:,}",
     )
     png = png_bomb(13_000)
     assert len(png) < MAX_UPLOAD
@@ -407,7 +413,7 @@ Controlled = tuple[str, ControlledForward, FastAPI]
 @pytest.fixture
 def controlled(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Controlled]:
     control = ControlledForward()
-    monkeypatch.setattr(app_module, "torch_forward", control)
+    monkeypatch.setattr(service, "torch_forward", control)
     app = create_app(checkpoint, max_queue=2)
     with running_server(app) as url:
         yield url, control, app
@@ -490,7 +496,7 @@ def test_serve_starts_uvicorn_workers_with_the_settings_in_the_environment(
         5123,
         2,
     )
-    assert os.environ["POINTSEG_SERVE_CHECKPOINT"] == str(checkpoint)
+    assert json.loads(os.environ[SETTINGS_VARIABLE])["checkpoint"] == str(checkpoint)
     try:
         with TestClient(app_from_environment()) as client:  # what each worker process does
             assert client.get("/ready").status_code == 200

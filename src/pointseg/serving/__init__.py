@@ -1,12 +1,24 @@
-"""The HTTP API and its browser page, served by ``pointseg serve`` (see :mod:`pointseg.serving.app`).
+"""The HTTP API and its browser page, served by ``pointseg serve`` (map: ``CONTRACT.md`` beside this file).
+
+Modules: :mod:`~pointseg.serving.settings` (validated settings), :mod:`~pointseg.serving.service`
+(the loaded model and its jobs), :mod:`~pointseg.serving.jobs` (work queue, time budget and
+cancellation), :mod:`~pointseg.serving.routes` (every route), :mod:`~pointseg.serving.openapi`
+(response models and documented errors), :mod:`~pointseg.serving.app` (builds the app),
+:mod:`~pointseg.serving.server` (uvicorn and its connection timeouts), plus the upload checks
+(:mod:`~pointseg.serving.uploads`, :mod:`~pointseg.serving.body_limit`) and the encoders
+(:mod:`~pointseg.serving.outputs`).
 
 This package module stays light (the command line reads its defaults without importing FastAPI or
-torch); the app lives in :mod:`pointseg.serving.app`.
+torch).
 """
 
 DEFAULT_MAX_UPLOAD_MB = 256
 """Largest upload accepted, in MiB (413 above it, refused while it arrives)."""
-DEFAULT_MAX_PIXELS = 150_000_000
-"""About 12 000 x 12 000 pixels: a large orthophoto tile, while one request's peak memory stays near
-3 GB for a JPEG or PNG (decoded whole: 3 B/px raw + 12 B/px normalised float32 for RGB, 1 B/px labels,
-4 B/px RGBA output) and near 1 GB for a GeoTIFF, which is read window by window."""
+DEFAULT_REQUEST_TIMEOUT_S = 120.0
+"""Seconds one request may spend waiting for and running its prediction (504 after it)."""
+DEFAULT_MAX_PIXELS = 25_000_000
+"""5 000 x 5 000 pixels: what one worker on 2 CPU cores predicts well within
+:data:`DEFAULT_REQUEST_TIMEOUT_S` (about 0.2-0.4 Mpx/s for a ResNet-50 DeepLabV3+ with 25 % tile
+overlap), so the pixel limit refuses from the header what the time budget would cut off after
+minutes of work. Peak memory stays near 0.5 GB for a JPEG or PNG (decoded whole) and lower for a
+GeoTIFF (read window by window). Raise both together on faster hardware."""

@@ -34,6 +34,7 @@ MAGIC_BYTES = (
 """First bytes of each accepted format, and the GDAL driver that reads it."""
 
 DEFAULT_NAME = "upload"
+MIB = 2**20
 
 
 class UploadError(PointsegError):
@@ -79,6 +80,15 @@ class Upload:
     def stem(self) -> str:
         """The file name without its suffix."""
         return self.name.rsplit(".", 1)[0] or DEFAULT_NAME
+
+
+def upload_limit_message(max_upload_bytes: int) -> str:
+    """The 413 message for an upload over the size limit."""
+    size = f"{max_upload_bytes // MIB} MiB" if max_upload_bytes % MIB == 0 else f"{max_upload_bytes:,} bytes"
+    return (
+        f"the upload is larger than this server's limit of {size} (--max-upload-mb); "
+        "send a smaller image or cut it into tiles"
+    )
 
 
 def safe_filename(filename: str | None) -> str:
