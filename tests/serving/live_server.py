@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -18,20 +19,23 @@ EPOCH = 3
 
 
 @contextmanager
-def running_server(app: ASGIApp, wait_ready: bool = False, timeout: float = 60) -> Iterator[str]:
+def running_server(
+    app: ASGIApp, wait_ready: bool = False, timeout: float = 60, **options: Any
+) -> Iterator[str]:
     """Serve ``app`` with uvicorn in a thread on a free port; yield its base URL.
 
     Args:
         app: The ASGI app.
         wait_ready: Also wait until ``GET /ready`` answers 200 (the model is loaded).
         timeout: Seconds to wait for the server (and readiness).
+        options: More ``uvicorn.Config`` settings (e.g. :func:`pointseg.serving.server.uvicorn_options`).
 
     Uvicorn's loggers propagate (no log config), so ``caplog`` sees what the server logs.
     """
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

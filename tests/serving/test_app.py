@@ -1,6 +1,7 @@
 import io
 import json
 import os
+import socket
 import struct
 import threading
 import time
@@ -25,11 +26,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from torch import nn
 
 from fake_data import UTM, write_raster
+from pointseg.checkpoint import load_trained_model
 from pointseg.datasets import deepglobe
 from pointseg.inference import Forward, Precision, torch_forward
 from pointseg.serving import DEFAULT_MAX_PIXELS, DEFAULT_REQUEST_TIMEOUT_S, service
 from pointseg.serving import app as app_module
 from pointseg.serving.app import app_from_environment, create_app
+from pointseg.serving.body_limit import BodyLimits
+from pointseg.serving.server import uvicorn_options
 from pointseg.serving.settings import SETTINGS_VARIABLE
 
 MAX_UPLOAD = 1024 * 1024  # a small cap, so the 413 tests send little
@@ -503,3 +507,149 @@ def test_serve_starts_uvicorn_workers_with_the_settings_in_the_environment(
             assert client.get("/model").json()["limits"]["max_upload_bytes"] == 8 * 2**20
     finally:
         torch.set_num_threads(threads)
+
+
+# Probes, nodata
+
+
+def test_head_health_and_ready_answer_without_a_body(client: httpx.Client) -> None:
+    for route in ("/health", "/ready"):
+        response = client.head(route)
+        assert response.status_code == 200 and response.content == b""
+    assert "head" not in client.get("/openapi.json").json()["paths"]["/health"]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("nodata", [None, np.nan])
+def test_non_finite_pixels_are_transparent_and_the_rest_is_predicted(
+    client: httpx.Client, checkpoint: Path, bad: float, nodata: float | None
+) -> None:
+    image = scene().astype(np.float32)
+    image[1, 10, 20] = bad
+    profile = {} if nodata is None else {"nodata": nodata}
+    mask = np.asarray(png_pixels(post(client, "nan.tif", encode("GTiff", image, **profile))))
+    mean = load_trained_model(checkpoint).band_stats.mean
+    image[1, 10, 20] = mean[1]  # what the network sees there instead
+    expected = np.asarray(png_pixels(post(client, "filled.tif", encode("GTiff", image))))
+    assert mask[10, 20, 3] == 0, "the non-finite pixel is nodata: transparent"
+    others = np.ones(mask.shape[:2], dtype=bool)
+    others[10, 20] = False
+    assert (mask[others, 3] == 255).all()
+    assert np.array_equal(mask[others], expected[others]), "one bad pixel changes no other prediction"
+
+
+# Time budget, disconnects, slow uploads
+
+
+class SlowForward:
+    """The real forward pass, ``delay`` seconds slower per batch, counting its calls once armed."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.calls = 0
+        self.armed = False
+
+    def __call__(self, model: nn.Module, device: str, precision: Precision) -> Forward:
+        forward = torch_forward(model, device, precision)
+
+        def slow(batch: torch.Tensor) -> torch.Tensor:
+            if self.armed:
+                self.calls += 1
+                time.sleep(self.delay)
+            return forward(batch)
+
+        return slow
+
+
+def test_a_prediction_past_the_request_timeout_is_stopped_with_a_504(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch, images: dict[str, bytes]
+) -> None:
+    slow = SlowForward(delay=0.6)
+    monkeypatch.setattr(service, "torch_forward", slow)
+    app = create_app(checkpoint, request_timeout=1.0, batch_size=1)
+    with running_server(app, wait_ready=True) as url, httpx.Client(base_url=url, timeout=60) as client:
+        slow.armed = True
+        response = post(client, "scene.tif", images["scene.tif"])  # 80 x 96 px: 4 tiles of 64
+        assert_error(response, 504, "limit of 1 s per request", "--request-timeout")
+        assert 1 <= slow.calls < 4, "stopped between tiles"
+        assert app.state.queue.active == 0
+        slow.delay = 0.0
+        assert png_pixels(post(client, "scene.tif", images["scene.tif"])).size == (96, 80)
+
+
+def test_a_client_that_disconnects_cancels_its_prediction(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow = SlowForward(delay=0.3)
+    monkeypatch.setattr(service, "torch_forward", slow)
+    app = create_app(checkpoint, batch_size=1)
+    big = encode("GTiff", scene(400, 400))  # 81 tiles: about 25 s at 0.3 s each
+    with running_server(app, wait_ready=True) as url:
+        slow.armed = True
+        with (
+            pytest.raises(httpx.ReadTimeout),
+            httpx.Client(base_url=url, timeout=httpx.Timeout(2.0)) as client,
+        ):
+            post(client, "big.tif", big)
+        deadline = time.monotonic() + 15
+        while app.state.queue.active and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert app.state.queue.active == 0, "the job ended soon after its client left"
+        calls = slow.calls
+        time.sleep(1.0)
+        assert slow.calls == calls < 40, "no more tiles were predicted"
+
+
+def stalling_upload(url: str, trickle: bool, results: list[bytes]) -> None:
+    """Send headers announcing 100 000 bytes, the part head (and, if ``trickle``, 10 bytes every 0.5 s)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="slow.tif"\r\n\r\nII*\x00'
+        )
+        answer = b""
+        deadline = time.monotonic() + 30
+        sock.settimeout(0.5)
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                if trickle:
+                    try:
+                        sock.sendall(bytes(10))
+                    except OSError:
+                        break
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+        results.append(answer)
+
+
+def test_slow_uploads_neither_block_the_queue_nor_stay_connected(
+    checkpoint: Path, images: dict[str, bytes]
+) -> None:
+    app = create_app(checkpoint, max_queue=1)  # before: each slow upload held the only place
+    results: list[bytes] = []
+    with running_server(app, wait_ready=True, **uvicorn_options()) as url:
+        threads = [
+            threading.Thread(target=stalling_upload, args=(url, trickle, results)) for trickle in (0, 0, 1, 1)
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        with httpx.Client(base_url=url, timeout=30) as client:
+            assert png_pixels(post(client, "scene.tif", images["scene.tif"])).size == (96, 80)
+        assert not results, (
+            f"answered while the slow uploads still stall ({BodyLimits.grace_seconds} s grace)"
+        )
+        for thread in threads:
+            thread.join(40)
+    assert len(results) == 4
+    for answer in results:
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"arrived too slowly" in answer and b"application/json" in answer

@@ -1,0 +1,33 @@
+"""ServeSettings: validated once, carried to workers as one JSON environment variable."""
+
+from pathlib import Path
+
+import pytest
+
+from pointseg.errors import PointsegError
+from pointseg.serving.settings import SETTINGS_VARIABLE, ServeSettings
+
+
+def test_settings_survive_the_environment(checkpoint: Path) -> None:
+    settings = ServeSettings.checked(checkpoint=checkpoint, max_queue=2, request_timeout=7.5, torch_threads=3)
+    environment = settings.to_environment()
+    assert list(environment) == [SETTINGS_VARIABLE]
+    assert ServeSettings.from_environment(environment) == settings
+
+
+def test_bad_settings_are_one_clear_error(checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(PointsegError, match="missing.ckpt: no such checkpoint file"):
+        ServeSettings.checked(checkpoint=tmp_path / "missing.ckpt")
+    with pytest.raises(PointsegError, match="device 'tpu': expected cpu or cuda"):
+        ServeSettings.checked(checkpoint=checkpoint, device="tpu")
+    with pytest.raises(PointsegError, match="max_queue 0: Input should be greater than or equal to 1"):
+        ServeSettings.checked(checkpoint=checkpoint, max_queue=0)
+    with pytest.raises(PointsegError, match="request_timeout -1"):
+        ServeSettings.checked(checkpoint=checkpoint, request_timeout=-1)
+
+
+def test_a_missing_or_broken_environment_names_the_variable() -> None:
+    with pytest.raises(PointsegError, match=f"{SETTINGS_VARIABLE} is not set; use pointseg serve"):
+        ServeSettings.from_environment({})
+    with pytest.raises(PointsegError, match=SETTINGS_VARIABLE):
+        ServeSettings.from_environment({SETTINGS_VARIABLE: '{"checkpoint": 3'})
