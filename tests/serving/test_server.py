@@ -72,9 +72,9 @@ def large_tiff(side: int) -> bytes:
 def test_sigterm_stops_the_server_during_a_long_prediction(checkpoint: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    command = ["serve", "--checkpoint", str(checkpoint), "--port", str(port), "--max-pixels", "40000000"]
     server = subprocess.Popen(
-        [sys.executable, "-m", "pointseg", "serve", "--checkpoint", str(checkpoint), "--port", str(port)]
-        + ["--max-pixels", "40000000", "--request-timeout", "3600"],
+        [sys.executable, "-m", "pointseg", *command, "--request-timeout", "3600"],
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
