@@ -16,7 +16,7 @@ def test_settings_survive_the_environment(checkpoint: Path) -> None:
 
 
 def test_bad_settings_are_one_clear_error(checkpoint: Path, tmp_path: Path) -> None:
-    with pytest.raises(PointsegError, match="missing.ckpt: no such checkpoint file"):
+    with pytest.raises(PointsegError, match=r"missing\.ckpt: no such checkpoint file"):
         ServeSettings.checked(checkpoint=tmp_path / "missing.ckpt")
     with pytest.raises(PointsegError, match="device 'tpu': expected cpu or cuda"):
         ServeSettings.checked(checkpoint=checkpoint, device="tpu")
