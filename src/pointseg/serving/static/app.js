@@ -8,10 +8,12 @@ const MB = 1024 * 1024;
 // What the status code means, in words; the server's own detail follows it.
 const STATUS_WORDS = {
   400: "The upload was empty or missing",
+  408: "The upload was too slow",
   413: "This file is too large",
   415: "This file is not an image",
   422: "This image could not be read",
   503: "The server is busy",
+  504: "The prediction took too long",
 };
 
 const page = {
