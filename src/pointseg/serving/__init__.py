@@ -17,8 +17,8 @@ DEFAULT_MAX_UPLOAD_MB = 256
 DEFAULT_REQUEST_TIMEOUT_S = 120.0
 """Seconds one request may spend waiting for and running its prediction (504 after it)."""
 DEFAULT_MAX_PIXELS = 25_000_000
-"""5 000 x 5 000 pixels: what one worker on 2 CPU cores predicts well within
-:data:`DEFAULT_REQUEST_TIMEOUT_S` (about 0.2-0.4 Mpx/s for a ResNet-50 DeepLabV3+ with 25 % tile
-overlap), so the pixel limit refuses from the header what the time budget would cut off after
-minutes of work. Peak memory stays near 0.5 GB for a JPEG or PNG (decoded whole) and lower for a
+"""5 000 x 5 000 pixels: what one worker on 2 CPU cores predicts within
+:data:`DEFAULT_REQUEST_TIMEOUT_S` (``benchmarks/predict_speed``: 0.41 Mpx/s for a ResNet-50
+DeepLabV3+ without overlap, so about 0.23 Mpx/s with 25 % overlap, about 110 s), so the pixel
+limit refuses from the header what the time budget would cut off after minutes of work. Peak memory stays near 0.5 GB for a JPEG or PNG (decoded whole) and lower for a
 GeoTIFF (read window by window). Raise both together on faster hardware."""
