@@ -20,5 +20,6 @@ DEFAULT_MAX_PIXELS = 25_000_000
 """5 000 x 5 000 pixels: what one worker on 2 CPU cores predicts within
 :data:`DEFAULT_REQUEST_TIMEOUT_S` (``benchmarks/predict_speed``: 0.41 Mpx/s for a ResNet-50
 DeepLabV3+ without overlap, so about 0.23 Mpx/s with 25 % overlap, about 110 s), so the pixel
-limit refuses from the header what the time budget would cut off after minutes of work. Peak memory stays near 0.5 GB for a JPEG or PNG (decoded whole) and lower for a
-GeoTIFF (read window by window). Raise both together on faster hardware."""
+limit refuses from the header what the time budget would cut off after minutes of work. Peak
+memory stays near 0.5 GB for a JPEG or PNG (decoded whole) and lower for a GeoTIFF (read window
+by window). Raise both together on faster hardware."""
