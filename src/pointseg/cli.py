@@ -113,7 +113,9 @@ def points_simulate(
     from pointseg.points import PointProtocol
     from pointseg.raster import staged_directory
 
-    protocol = PointProtocol(strategy, density, per_class, min_area, seed)  # type: ignore[arg-type]
+    protocol = PointProtocol(
+        strategy=strategy, density=density, per_class=per_class, min_area=min_area, seed=seed
+    )
     discovery = discover_dataset(
         format, path, schema, images_dir=images_dir, masks_dir=masks_dir, mask_pattern=mask_pattern
     )

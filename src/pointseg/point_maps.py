@@ -110,11 +110,7 @@ def simulate_dataset_points(discovery: Discovery, protocol: PointProtocol, stagi
             "dataset": discovery.name,
             "root": str(discovery.root),
             "protocol": protocol.describe(),
-            "strategy": protocol.strategy,
-            "density": protocol.density,
-            "per_class": protocol.per_class,
-            "min_area": protocol.min_area,
-            "seed": protocol.seed,
+            **protocol.model_dump(),
         },
         np.zeros(schema.num_classes, dtype=np.int64),
     )

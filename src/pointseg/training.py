@@ -413,12 +413,7 @@ def default_run_name(config: TrainConfig) -> str:
     elif config.points.directory is not None:
         labels = "points-" + Path(config.points.directory).name
     else:
-        p = config.points
-        labels = {
-            "density": f"density-{p.density:g}",
-            "per-class": f"per-class-{p.per_class}",
-            "per-region": f"per-region-{p.min_area}",
-        }[p.strategy]
+        labels = config.points.protocol().slug
     job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
     stamp = f"job{job}" if job and job != "none" else f"{datetime.now():%Y%m%d-%H%M%S}"
     return f"{stamp}-{config.data.format}-{labels}"

@@ -200,7 +200,7 @@ def test_simulated_points_are_reproducible_and_on_their_class(folder) -> None:
     first = SegmentationDataset(folder.refs, folder.schema, IDENTITY3, points=SimulatedPoints(PROTOCOL))
     second = SegmentationDataset(folder.refs, folder.schema, IDENTITY3, points=SimulatedPoints(PROTOCOL))
     other_seed = SegmentationDataset(
-        folder.refs, folder.schema, IDENTITY3, points=SimulatedPoints(PointProtocol("density", 0.05, seed=2))
+        folder.refs, folder.schema, IDENTITY3, points=SimulatedPoints(PointProtocol("density", density=0.05, seed=2))
     )
     for index in range(2):
         points = first[index]["points"]

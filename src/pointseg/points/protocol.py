@@ -137,16 +137,19 @@ class PointProtocol(ProtocolSettings):
 
 
 def _describe_error(error: ValidationError) -> str:
-    """One line per invalid setting: ``point protocol: density 1.5; expected ...``."""
-    lines = []
+    """One part per invalid setting, e.g. ``point protocol: per_class 0; expected an integer >= 1 (...)``."""
+    parts = []
     for item in error.errors():
         name = ".".join(str(part) for part in item["loc"])
         field = ProtocolSettings.model_fields.get(name)
         if name == "strategy":
             expected = "one of " + ", ".join(get_args(PointStrategy))
-        elif field is not None and field.description:
-            expected = f"{item['msg'].lower()} ({field.description})"
-        else:
+        elif field is None:
             expected = item["msg"].lower()
-        lines.append(f"point protocol: {name} {item.get('input')!r}; expected {expected}")
-    return "; ".join(lines)
+        elif field.annotation is int:
+            minimum = next(m.ge for m in field.metadata if hasattr(m, "ge"))
+            expected = f"an integer >= {minimum} ({field.description})"
+        else:
+            expected = f"a {field.description}"
+        parts.append(f"point protocol: {name} {item.get('input')!r}; expected {expected}")
+    return "; ".join(parts)
