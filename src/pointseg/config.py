@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pointseg.datasets.formats import DatasetFormat
 from pointseg.errors import PointsegError
 from pointseg.points import ProtocolSettings
 
@@ -28,7 +29,7 @@ class Section(BaseModel):
 class DataConfig(Section):
     """Where the data is and how it is split, cropped and batched."""
 
-    format: Literal["deepglobe", "landcoverai", "dubai", "folder"]
+    format: DatasetFormat
     root: Path
     schema_file: Path | None = Field(
         None, alias="schema", description="class schema file; required for 'folder'"

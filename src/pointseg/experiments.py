@@ -52,14 +52,14 @@ from pointseg.config import (
     parse_config,
     read_config_data,
 )
-from pointseg.datasets import SampleRef
+from pointseg.datasets import SampleRef, split_samples
 from pointseg.errors import PointsegError
 from pointseg.evaluation import evaluate_model, predict_samples, report_json
 from pointseg.plots import plot_density_curve, plot_qualitative
 from pointseg.points import SPEC_FORMS, STRATEGY_PARAMETERS, PointProtocol
 from pointseg.raster import atomic_output, read_mask, read_window
 from pointseg.schema import IGNORE_INDEX, ClassSchema
-from pointseg.training import RUN_DIR_VARIABLE, point_source, split_samples, train, write_json
+from pointseg.training import RUN_DIR_VARIABLE, point_source, train, write_json
 
 DEFAULT_REGIMES = (
     "density:0.01",

@@ -31,8 +31,8 @@ from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 from torch import nn
 
-from pointseg.datasets import BandStats
 from pointseg.errors import PointsegError
+from pointseg.normalization import BandStats
 from pointseg.raster import open_raster, read_pixels
 
 Precision = Literal["fp32", "bf16"]

@@ -23,7 +23,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from pointseg.datasets import Discovery, SampleRef
-from pointseg.datasets.base import check_mask_size
+from pointseg.datasets.samples import check_mask_size
 from pointseg.points import (
     ImportReport,
     PointLabels,

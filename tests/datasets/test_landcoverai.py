@@ -4,8 +4,10 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from fake_data import block_labels, write_landcoverai
-from pointseg.datasets import BandStats, SegmentationDataset, discover_dataset, landcoverai
+from pointseg.datasets import discover_dataset, landcoverai
+from pointseg.datasets.dataset import SegmentationDataset
 from pointseg.errors import PointsegError
+from pointseg.normalization import BandStats
 from pointseg.raster import read_window
 
 
