@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+import rasterio
 
 from fake_data import write_raster
 from pointseg.errors import PointsegError
@@ -45,3 +46,22 @@ def test_band_stats_errors(tmp_path) -> None:
         BandStats.estimate([])
     with pytest.raises(PointsegError, match=r"^x\.tif: 3 band\(s\), but the model was set up for 2"):
         BandStats((0.0, 0.0), (1.0, 1.0)).normalize(np.zeros((3, 2, 2)), "x.tif")
+
+
+def test_band_stats_ignore_nodata_and_non_finite_pixels(tmp_path) -> None:
+    # Band 1: 10 and 30 on the valid pixels; band 2: 5 and 7. The rest is nodata (-9999) or NaN/+-inf.
+    band1 = np.array([[10.0, 30.0, -9999.0, np.nan], [10.0, 30.0, np.inf, -np.inf]])
+    band2 = np.array([[5.0, 7.0, np.nan, -9999.0], [-np.inf, 5.0, 7.0, np.inf]])
+    path = write_bands(tmp_path / "a.tif", band1, band2)
+    with rasterio.open(path, "r+") as dataset:
+        dataset.nodata = -9999.0
+    stats = BandStats.estimate([path])
+    np.testing.assert_allclose(stats.mean, (20.0, 6.0))
+    np.testing.assert_allclose(stats.std, (10.0, 1.0))
+    assert all(math.isfinite(v) for v in stats.mean + stats.std)
+
+
+def test_band_stats_of_a_band_without_valid_pixels_is_an_error(tmp_path) -> None:
+    path = write_bands(tmp_path / "a.tif", np.ones((2, 2)), np.full((2, 2), np.nan))
+    with pytest.raises(PointsegError, match=r"band\(s\) 2 have no valid pixel in 1 training image"):
+        BandStats.estimate([path])

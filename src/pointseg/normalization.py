@@ -62,14 +62,22 @@ class BandStats:
     def estimate(
         cls, image_paths: Sequence[Path], max_images: int = 64, overview_size: int = 512
     ) -> BandStats:
-        """Estimate statistics from decimated reads of up to ``max_images`` images (evenly spaced)."""
+        """Estimate statistics from decimated reads of up to ``max_images`` images (evenly spaced).
+
+        Pixels equal to a file's nodata value, and non-finite pixels (NaN, +inf, -inf), are left
+        out, band by band.
+
+        Raises:
+            PointsegError: for no images, images with different band counts, or a band without
+                a single valid pixel.
+        """
         if not image_paths:
             raise PointsegError("cannot estimate band statistics: no training images")
         unique = sorted(set(image_paths))
         step = max(1, math.ceil(len(unique) / max_images))
         sums: np.ndarray | None = None
         squares: np.ndarray | None = None
-        count = 0
+        counts: np.ndarray | None = None
         for path in unique[::step]:
             info = raster_info(path)
             scale = max(1.0, max(info.width, info.height) / overview_size)
@@ -79,11 +87,22 @@ class BandStats:
                 raise PointsegError(
                     f"{path}: {pixels.shape[0]} band(s), but earlier images have {sums.shape[0]}"
                 )
+            valid = np.isfinite(pixels)
+            if info.nodata is not None:
+                valid &= pixels != info.nodata
+            pixels = np.where(valid, pixels, 0.0)
             sums = pixels.sum(axis=1) + (0 if sums is None else sums)
             squares = (pixels**2).sum(axis=1) + (0 if squares is None else squares)
-            count += pixels.shape[1]
-        assert sums is not None and squares is not None
-        mean = sums / count
-        std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+            counts = valid.sum(axis=1) + (0 if counts is None else counts)
+        assert sums is not None and squares is not None and counts is not None
+        empty = np.flatnonzero(counts == 0)
+        if len(empty):
+            raise PointsegError(
+                f"cannot estimate band statistics: band(s) {', '.join(str(b + 1) for b in empty)} have no "
+                f"valid pixel in {len(unique[::step])} training image(s) (all nodata or non-finite); "
+                "expected some finite pixels that are not nodata"
+            )
+        mean = sums / counts
+        std = np.sqrt(np.maximum(squares / counts - mean**2, 0.0))
         std = np.where(std < 1e-6, 1.0, std)  # a constant band stays constant instead of dividing by zero
         return cls(tuple(float(m) for m in mean), tuple(float(s) for s in std))
