@@ -45,9 +45,8 @@ def test_simulated_points_are_reproducible_and_on_their_class(folder) -> None:
 
 def test_simulated_points_need_a_mask(folder) -> None:
     ref = SampleRef("lone", folder.refs[0].image_path, None, "lone")
-    dataset = SegmentationDataset([ref], folder.schema, IDENTITY3, points=SimulatedPoints(PROTOCOL))
     with pytest.raises(PointsegError, match="no dense mask to simulate points from"):
-        dataset[0]
+        SegmentationDataset([ref], folder.schema, IDENTITY3, points=SimulatedPoints(PROTOCOL))
 
 
 def run_cli(monkeypatch, *args: object) -> None:
@@ -90,14 +89,36 @@ def test_points_directory_reads_what_points_simulate_writes(tmp_path, monkeypatc
 
 
 def test_points_directory_errors(folder, tmp_path) -> None:
-    dataset = SegmentationDataset(folder.refs, folder.schema, IDENTITY3, points=PointsDirectory(tmp_path))
+    def build() -> SegmentationDataset:
+        return SegmentationDataset(folder.refs, folder.schema, IDENTITY3, points=PointsDirectory(tmp_path))
+
     with pytest.raises(
         PointsegError, match=r"no point labels for sample 'scene_0' \(expected scene_0.tif or scene_0.png\)"
     ):
-        dataset[0]
+        build()
     write_raster(tmp_path / "scene_0.png", np.full((30, 40), IGNORE_INDEX, dtype=np.uint8))
+    write_raster(tmp_path / "scene_1.png", np.full((40, 40), IGNORE_INDEX, dtype=np.uint8))
     with pytest.raises(PointsegError, match="point labels of 'scene_0' are 30x40, the image is 40x40"):
-        dataset[0]
+        build()
+    write_raster(tmp_path / "scene_0.png", np.full((40, 40), IGNORE_INDEX, dtype=np.uint8))
     write_raster(tmp_path / "scene_1.png", np.full((2, 40, 40), IGNORE_INDEX, dtype=np.uint8))
     with pytest.raises(PointsegError, match=r"scene_1\.png: point label map has 2 bands, expected 1"):
-        dataset[1]
+        build()
+
+
+def test_a_missing_or_empty_points_file_is_found_when_the_dataset_is_built(folder, tmp_path) -> None:
+    """Regression (issue 11): the error came from a DataLoader worker in the middle of training."""
+    write_raster(tmp_path / "scene_0.png", np.full((40, 40), IGNORE_INDEX, dtype=np.uint8))
+    with pytest.raises(PointsegError) as error:
+        SegmentationDataset(folder.refs, folder.schema, IDENTITY3, points=PointsDirectory(tmp_path))
+    assert "no point labels for sample 'scene_1'" in str(error.value)
+    assert str(folder.refs[1].image_path) in str(error.value)
+    (tmp_path / "scene_1.tif").write_bytes(b"")
+    with pytest.raises(
+        PointsegError, match=r"scene_1\.tif: empty file; expected the point label map of .*scene_1"
+    ):
+        SegmentationDataset(folder.refs, folder.schema, IDENTITY3, points=PointsDirectory(tmp_path))
+    with pytest.raises(PointsegError, match=r"nowhere: no such folder; expected point label maps"):
+        SegmentationDataset(
+            folder.refs, folder.schema, IDENTITY3, points=PointsDirectory(tmp_path / "nowhere")
+        )

@@ -39,6 +39,9 @@ class SegmentationDataset(Dataset[Sample]):
     With ``crop_size`` set, each item is a random ``crop_size`` window read from disk (never the
     whole image), padded with IGNORE_INDEX labels where the image is smaller; the dataset then has
     ``crops_per_image`` items per image. Without it, each item is the whole sample, never resized.
+
+    The point source is checked when the dataset is built, so a missing or unreadable points file
+    is an error that names the image before training starts, never one inside a DataLoader worker.
     """
 
     def __init__(
@@ -61,6 +64,8 @@ class SegmentationDataset(Dataset[Sample]):
         self.crop_size = crop_size
         self.crops_per_image = crops_per_image if crop_size else 1
         self.point_source = points
+        if points is not None:
+            points.check(self.refs)
         self.with_masks = with_masks and all(ref.mask_path is not None for ref in self.refs)
         self._points_cache: dict[str, PointLabels] = {}
         self._masks_checked: set[Path] = set()
