@@ -1,5 +1,6 @@
 import json
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -387,3 +388,29 @@ def test_points_import_needs_classes(cli, tmp_path, simulated) -> None:
     assert code == 1
     assert "give --schema FILE" in err
     assert not (tmp_path / "imported").exists()
+
+
+def test_points_simulate_overwrite_never_replaces_a_file(cli, tmp_path) -> None:
+    """Regression (issue 11): ``--overwrite --out FILE`` deleted the file and put a folder there."""
+    root = write_deepglobe(tmp_path / "data", count=1, size=16)
+    out = tmp_path / "notes.txt"
+    out.write_text("mine")
+    for extra in ([], ["--overwrite"]):
+        code, _, err = cli("points", "simulate", root, "-f", "deepglobe", "--out", out, *extra)
+        assert code == 1
+        assert err.startswith(f"error: {out}: is a file, not a folder")
+        assert out.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "notes.txt"]
+
+
+def test_points_simulate_overwrite_keeps_the_folder_permissions(cli, tmp_path) -> None:
+    """Regression (issue 11): the replaced folder became drwx------."""
+    root = write_deepglobe(tmp_path / "data", count=1, size=16)
+    out = tmp_path / "points"
+    out.mkdir()
+    (out / "stale.png").write_bytes(b"old")
+    out.chmod(0o750)
+    code, _, _ = cli("points", "simulate", root, "-f", "deepglobe", "--out", out, "--overwrite")
+    assert code == 0
+    assert not (out / "stale.png").exists()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750
