@@ -414,3 +414,13 @@ def test_points_simulate_overwrite_keeps_the_folder_permissions(cli, tmp_path) -
     assert code == 0
     assert not (out / "stale.png").exists()
     assert stat.S_IMODE(out.stat().st_mode) == 0o750
+
+
+def test_points_simulate_prints_progress_lines_when_stdout_is_not_a_terminal(cli, tmp_path) -> None:
+    root = write_deepglobe(tmp_path / "data", count=3, size=16)
+    code, out, _ = cli("points", "simulate", root, "-f", "deepglobe", "--out", tmp_path / "points")
+    assert code == 0
+    lines = [line for line in out.splitlines() if line.startswith("simulating points:")]
+    assert [line.split(",")[0] for line in lines] == [f"simulating points: {i}/3 images" for i in (1, 2, 3)]
+    assert all(re.search(r"\d+:\d\d:\d\d elapsed, about \d+:\d\d:\d\d left$", line) for line in lines)
+    assert lines[-1].endswith("about 0:00:00 left")
