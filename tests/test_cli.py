@@ -424,3 +424,15 @@ def test_points_simulate_prints_progress_lines_when_stdout_is_not_a_terminal(cli
     assert [line.split(",")[0] for line in lines] == [f"simulating points: {i}/3 images" for i in (1, 2, 3)]
     assert all(re.search(r"\d+:\d\d:\d\d elapsed, about \d+:\d\d:\d\d left$", line) for line in lines)
     assert lines[-1].endswith("about 0:00:00 left")
+
+
+def test_points_commands_report_a_non_utf8_schema_as_an_error_line(cli, tmp_path) -> None:
+    """Regression (issue 11): a UnicodeDecodeError traceback."""
+    schema = tmp_path / "latin1.yaml"
+    schema.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    code, _, err = cli(
+        "points", "simulate", tmp_path, "-f", "folder", "--schema", schema, "--out", tmp_path / "p"
+    )
+    assert code == 1
+    assert err.startswith(f"error: {schema}: not UTF-8 text")
+    assert "Traceback" not in err

@@ -220,3 +220,47 @@ def test_failed_write_leaves_the_previous_file_and_no_partial_file(tmp_path, mon
         write_points_geojson(path, points, SCHEMA)
     assert path.read_text() == "previous"
     assert [p.name for p in tmp_path.iterdir()] == ["points.geojson"]
+
+
+def test_geopackage_multipoint_features_give_one_point_per_position(tmp_path) -> None:
+    image = write_image(tmp_path / "tile.tif", 20, 30)
+    path = tmp_path / "points.gpkg"
+    positions = [(15.0, 5.0), (295.0, 195.0)]
+    multipoint = struct.pack("<BII", 1, 4, 2) + b"".join(
+        struct.pack("<BIdd", 1, 1, ORIGIN[0] + x, ORIGIN[1] - y) for x, y in positions
+    )
+    pyogrio.raw.write(
+        path,
+        geometry=np.array([multipoint], dtype=object),
+        field_data=[np.array([1], dtype=np.int64)],
+        fields=["class_index"],
+        geometry_type="MultiPoint",
+        crs="EPSG:32633",
+        driver="GPKG",
+    )
+    imported, report = import_points(path, image, SCHEMA)
+    assert (imported.rows.tolist(), imported.cols.tolist(), imported.classes.tolist()) == (
+        [0, 19],
+        [1, 29],
+        [1, 1],
+    )
+    assert (report.total, report.unit) == (2, "feature")
+
+
+def test_a_geopackage_without_a_point_layer_is_an_error(tmp_path) -> None:
+    image = write_image(tmp_path / "tile.tif", 20, 30)
+    path = tmp_path / "lines.gpkg"
+    line = struct.pack("<BII", 1, 2, 2) + struct.pack("<dddd", ORIGIN[0], ORIGIN[1], ORIGIN[0] + 5, ORIGIN[1])
+    pyogrio.raw.write(
+        path,
+        geometry=np.array([line], dtype=object),
+        field_data=[np.array(["water"], dtype=object)],
+        fields=["class"],
+        geometry_type="LineString",
+        crs="EPSG:32633",
+        driver="GPKG",
+    )
+    with pytest.raises(
+        PointsegError, match=r"lines\.gpkg: 0 point layers \(none\); expected exactly one layer"
+    ):
+        import_points(path, image, SCHEMA)

@@ -53,7 +53,7 @@ def read_split_lists(root: Path, tile_ids: set[str] | None = None) -> dict[str, 
             orthophoto missing from images/ would otherwise shrink a split silently).
     """
     lists = {
-        split: {line.strip() for line in (root / f"{split}.txt").read_text().splitlines() if line.strip()}
+        split: {line.strip() for line in _read_list(root / f"{split}.txt").splitlines() if line.strip()}
         for split in SPLITS
         if (root / f"{split}.txt").is_file()
     }
@@ -66,6 +66,22 @@ def read_split_lists(root: Path, tile_ids: set[str] | None = None) -> dict[str, 
                 f"(e.g. {', '.join(missing[:5])}); expected every listed tile's orthophoto in images/"
             )
     return lists
+
+
+def _read_list(path: Path) -> str:
+    """The text of a split list.
+
+    Raises:
+        PointsegError: naming the file if it cannot be read or is not UTF-8 text.
+    """
+    try:
+        return path.read_bytes().decode("utf-8")
+    except OSError as error:
+        raise PointsegError(f"{path}: cannot read split list ({error.strerror})") from error
+    except UnicodeDecodeError as error:
+        raise PointsegError(
+            f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); expected one tile name per line"
+        ) from None
 
 
 def discover(root: Path, options: DiscoveryOptions) -> Discovery:
