@@ -82,12 +82,8 @@ class PointProtocol(ProtocolSettings):
             raise PointsegError(_describe_error(error)) from None
 
     @classmethod
-    def from_spec(cls, text: str, **settings: Any) -> PointProtocol:
-        """Parse ``density:F``, ``per-class:N`` or ``per-region:MIN_AREA``.
-
-        Args:
-            text: The spec, e.g. ``"density:0.01"``.
-            settings: Other settings, e.g. ``seed``.
+    def from_spec(cls, text: str) -> PointProtocol:
+        """Parse ``density:F``, ``per-class:N`` or ``per-region:MIN_AREA`` (other settings at their defaults).
 
         Raises:
             PointsegError: naming the spec and the accepted forms.
@@ -96,14 +92,15 @@ class PointProtocol(ProtocolSettings):
         if strategy not in STRATEGY_PARAMETERS or not value:
             raise PointsegError(f"point protocol {text!r}: expected {SPEC_FORMS}")
         parameter = STRATEGY_PARAMETERS[strategy]
-        kind = float if parameter == "density" else int
+        kind = ProtocolSettings.model_fields[parameter].annotation  # float or int
+        assert kind is float or kind is int
         try:
             number = kind(value)
         except ValueError:
             raise PointsegError(
                 f"point protocol {text!r}: {parameter} {value!r} is not a number; expected {SPEC_FORMS}"
             ) from None
-        return cls(strategy, **{parameter: number, **settings})  # type: ignore[arg-type]
+        return cls(strategy, **{parameter: number})  # type: ignore[arg-type]
 
     @property
     def parameter(self) -> float | int:
