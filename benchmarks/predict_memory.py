@@ -26,8 +26,8 @@ def measure(raster: Path, out: Path, tile: int, overlap: float) -> dict[str, flo
 
     import torch
 
-    from pointseg.datasets import BandStats
     from pointseg.export import InferenceModel
+    from pointseg.normalization import BandStats
     from pointseg.prediction import predict_files
     from pointseg.schema import ClassSchema
 

@@ -23,9 +23,10 @@ from lightning.pytorch.loggers import CSVLogger
 
 from benchmarks.common import Result, report
 from pointseg.config import load_config
-from pointseg.datasets import BandStats
+from pointseg.datasets import split_samples
 from pointseg.losses import build_loss
-from pointseg.training import SegmentationDataModule, SegmentationTask, split_samples
+from pointseg.normalization import BandStats
+from pointseg.training import SegmentationDataModule, SegmentationTask
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
 from pointseg.datasets import deepglobe, dubai, landcoverai
-from pointseg.schema import ClassSchema
+from pointseg.schema import IGNORE_INDEX, ClassSchema
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 """The real sample data (../shared/data beside the project), used by the few end-to-end tests."""
@@ -185,3 +185,10 @@ def write_folder_dataset(
 
     schema_path.write_text(yaml.safe_dump(schema.to_dict()))
     return root, schema_path
+
+
+def folder_labels(i: int, size: int = 40) -> np.ndarray:
+    """The labels of scene ``i`` of :func:`write_folder_dataset`: ``IGNORE_INDEX`` on its 2x2 corner."""
+    labels = block_labels(size, size, 3, seed=i)
+    labels[:2, :2] = IGNORE_INDEX
+    return labels

@@ -1,5 +1,6 @@
 import json
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -387,3 +388,51 @@ def test_points_import_needs_classes(cli, tmp_path, simulated) -> None:
     assert code == 1
     assert "give --schema FILE" in err
     assert not (tmp_path / "imported").exists()
+
+
+def test_points_simulate_overwrite_never_replaces_a_file(cli, tmp_path) -> None:
+    """Regression (issue 11): ``--overwrite --out FILE`` deleted the file and put a folder there."""
+    root = write_deepglobe(tmp_path / "data", count=1, size=16)
+    out = tmp_path / "notes.txt"
+    out.write_text("mine")
+    for extra in ([], ["--overwrite"]):
+        code, _, err = cli("points", "simulate", root, "-f", "deepglobe", "--out", out, *extra)
+        assert code == 1
+        assert err.startswith(f"error: {out}: is a file, not a folder")
+        assert out.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "notes.txt"]
+
+
+def test_points_simulate_overwrite_keeps_the_folder_permissions(cli, tmp_path) -> None:
+    """Regression (issue 11): the replaced folder became drwx------."""
+    root = write_deepglobe(tmp_path / "data", count=1, size=16)
+    out = tmp_path / "points"
+    out.mkdir()
+    (out / "stale.png").write_bytes(b"old")
+    out.chmod(0o750)
+    code, _, _ = cli("points", "simulate", root, "-f", "deepglobe", "--out", out, "--overwrite")
+    assert code == 0
+    assert not (out / "stale.png").exists()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750
+
+
+def test_points_simulate_prints_progress_lines_when_stdout_is_not_a_terminal(cli, tmp_path) -> None:
+    root = write_deepglobe(tmp_path / "data", count=3, size=16)
+    code, out, _ = cli("points", "simulate", root, "-f", "deepglobe", "--out", tmp_path / "points")
+    assert code == 0
+    lines = [line for line in out.splitlines() if line.startswith("simulating points:")]
+    assert [line.split(",")[0] for line in lines] == [f"simulating points: {i}/3 images" for i in (1, 2, 3)]
+    assert all(re.search(r"\d+:\d\d:\d\d elapsed, about \d+:\d\d:\d\d left$", line) for line in lines)
+    assert lines[-1].endswith("about 0:00:00 left")
+
+
+def test_points_commands_report_a_non_utf8_schema_as_an_error_line(cli, tmp_path) -> None:
+    """Regression (issue 11): a UnicodeDecodeError traceback."""
+    schema = tmp_path / "latin1.yaml"
+    schema.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    code, _, err = cli(
+        "points", "simulate", tmp_path, "-f", "folder", "--schema", schema, "--out", tmp_path / "p"
+    )
+    assert code == 1
+    assert err.startswith(f"error: {schema}: not UTF-8 text")
+    assert "Traceback" not in err

@@ -9,8 +9,9 @@ from torch import nn
 from fake_data import write_deepglobe, write_raster
 from pointseg.checkpoint import TrainedModel
 from pointseg.config import parse_config
-from pointseg.datasets import BandStats, discover_dataset
+from pointseg.datasets import discover_dataset
 from pointseg.evaluation import evaluate_model
+from pointseg.normalization import BandStats
 from pointseg.schema import ClassSchema
 
 SCHEMA = ClassSchema(

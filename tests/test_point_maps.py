@@ -96,7 +96,7 @@ def test_landcoverai_tiles_get_their_window_georeferencing(tmp_path) -> None:
     )
     out = tmp_path / "points"
     out.mkdir()
-    simulate_dataset_points(discovery, PointProtocol("density", 0.001), out)
+    simulate_dataset_points(discovery, PointProtocol("density", density=0.001), out)
     with rasterio.open(out / "M-33-0_1.tif") as labels:
         assert (labels.width, labels.height) == (512, 512)
         assert labels.crs == PL1992

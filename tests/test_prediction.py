@@ -11,9 +11,10 @@ from rasterio.transform import from_origin
 
 from fake_data import UTM, block_labels, image_for, write_raster, write_untrained_checkpoint
 from pointseg.checkpoint import load_trained_model
-from pointseg.datasets import BandStats, deepglobe
+from pointseg.datasets import deepglobe
 from pointseg.errors import PointsegError
 from pointseg.export import InferenceModel, torch_inference_model
+from pointseg.normalization import BandStats
 from pointseg.prediction import expand_inputs, predict_files
 from pointseg.schema import IGNORE_INDEX
 

@@ -253,3 +253,36 @@ def test_load_missing_and_unparsable_files(tmp_path) -> None:
     listing.write_text("- a\n- b\n")
     with pytest.raises(PointsegError, match=r"list\.yaml: expected a mapping with 'classes', found list"):
         ClassSchema.load(listing)
+
+
+def test_a_non_utf8_schema_file_is_an_error_naming_the_file(tmp_path) -> None:
+    """Regression (issue 11): a UnicodeDecodeError traceback."""
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\u00e9\nclasses: [{name: a, color: '#FF0000'}]\n".encode("latin-1"))
+    with pytest.raises(
+        PointsegError, match=rf"^{re.escape(str(path))}: not UTF-8 text .*expected a YAML or JSON"
+    ):
+        ClassSchema.load(path)
+
+
+@pytest.mark.parametrize(
+    ("classes", "extra", "expected"),
+    [
+        (
+            [{"name": "a", "color": "#FF0000"}],
+            {"ignore_color": []},
+            "unknown key 'ignore_color'; expected only",
+        ),
+        (
+            [{"name": "a", "colour": "#FF0000"}],
+            {},
+            "unknown key 'classes[0].colour'; expected only name, color, value",
+        ),
+        ([{"name": "a", "color": "#FF0000"}], {"name": 7}, "'name' must be a string, found 7"),
+    ],
+)
+def test_unknown_keys_and_wrong_types_in_schema_files(tmp_path, classes, extra, expected) -> None:
+    path = write_schema(tmp_path, classes, **extra)
+    with pytest.raises(PointsegError) as caught:
+        ClassSchema.load(path)
+    assert str(caught.value).startswith(f"{path}: {expected}")

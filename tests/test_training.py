@@ -12,7 +12,7 @@ import torch
 from pointseg.checkpoint import load_trained_model
 from pointseg.config import TrainConfig, load_config
 from pointseg.errors import PointsegError
-from pointseg.training import RUN_DIR_VARIABLE, split_samples, train
+from pointseg.training import RUN_DIR_VARIABLE, train
 
 CPU_SMALL = Path(__file__).resolve().parents[1] / "configs" / "cpu_small.yaml"
 
@@ -105,18 +105,6 @@ def test_existing_run_folder_is_not_overwritten(fake_deepglobe: Path, tmp_path: 
 def test_resume_from_missing_checkpoint_is_an_error(fake_deepglobe: Path, tmp_path: Path) -> None:
     with pytest.raises(PointsegError, match="no checkpoint"):
         train(small_config(fake_deepglobe, tmp_path), resume=tmp_path / "nothing-here", progress=False)
-
-
-def test_splits_are_disjoint_and_val_is_required(fake_deepglobe: Path, tmp_path: Path) -> None:
-    config = small_config(fake_deepglobe, tmp_path)
-    _, splits = split_samples(config.data)
-    assert [r.id for r in splits["val"]] == ["102_sat"]
-    with pytest.raises(PointsegError, match=r"data\.val is empty"):
-        split_samples(small_config(fake_deepglobe, tmp_path, "data.val=[]").data)
-    with pytest.raises(PointsegError, match="matches no sample"):
-        split_samples(small_config(fake_deepglobe, tmp_path, "data.val=['999']").data)
-    with pytest.raises(PointsegError, match="held-out"):
-        split_samples(small_config(fake_deepglobe, tmp_path, "data.train=['102']").data)
 
 
 def test_dense_supervision_trains_on_masks(fake_deepglobe: Path, tmp_path: Path) -> None:

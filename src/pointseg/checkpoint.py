@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from pointseg.config import TrainConfig
-from pointseg.datasets import BandStats
 from pointseg.errors import PointsegError
 from pointseg.models import build_model
+from pointseg.normalization import BandStats
 from pointseg.schema import ClassSchema
 
 

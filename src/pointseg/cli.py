@@ -111,9 +111,12 @@ def points_simulate(
     from pointseg.datasets import discover_dataset
     from pointseg.point_maps import simulate_dataset_points
     from pointseg.points import PointProtocol
+    from pointseg.progress import item_progress
     from pointseg.raster import staged_directory
 
-    protocol = PointProtocol(strategy, density, per_class, min_area, seed)  # type: ignore[arg-type]
+    protocol = PointProtocol(
+        strategy=strategy, density=density, per_class=per_class, min_area=min_area, seed=seed
+    )
     discovery = discover_dataset(
         format, path, schema, images_dir=images_dir, masks_dir=masks_dir, mask_pattern=mask_pattern
     )
@@ -122,8 +125,12 @@ def points_simulate(
             f"{out}: folder is not empty; point files from another run would mix with these. "
             "Choose an empty folder, or pass --overwrite to replace its contents"
         )
-    with staged_directory(out, replace=overwrite) as staging:
-        summary = simulate_dataset_points(discovery, protocol, staging)
+    images = len(discovery.require_usable())
+    with (
+        staged_directory(out, replace=overwrite) as staging,
+        item_progress(console, "simulating points", images, "images") as advance,
+    ):
+        summary = simulate_dataset_points(discovery, protocol, staging, advance)
     totals = summary.to_dict()
     console.print(
         f"{totals['points']:,} points ({protocol.describe()}, seed {seed}) "

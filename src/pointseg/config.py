@@ -15,8 +15,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pointseg.datasets.formats import DatasetFormat
 from pointseg.errors import PointsegError
-from pointseg.points import PointProtocol
+from pointseg.points import ProtocolSettings
 
 
 class Section(BaseModel):
@@ -28,7 +29,7 @@ class Section(BaseModel):
 class DataConfig(Section):
     """Where the data is and how it is split, cropped and batched."""
 
-    format: Literal["deepglobe", "landcoverai", "dubai", "folder"]
+    format: DatasetFormat
     root: Path
     schema_file: Path | None = Field(
         None, alias="schema", description="class schema file; required for 'folder'"
@@ -51,25 +52,13 @@ class DataConfig(Section):
     cache_mb: int = Field(1024, ge=0, description="per loader worker: decoded JPEG/PNG files kept in memory")
 
 
-class PointsConfig(Section):
-    """How sparse labels are made: simulated from the dense masks, or read from a folder."""
+class PointsConfig(Section, ProtocolSettings):
+    """How sparse labels are made: simulated by a point protocol, or read from a folder.
 
-    strategy: Literal["density", "per-class", "per-region"] = "density"
-    density: float = Field(0.01, gt=0, le=1)
-    per_class: int = Field(10, ge=1)
-    min_area: int = Field(100, ge=1)
-    seed: int = 0
+    The protocol's settings and their ranges are those of :class:`~pointseg.points.ProtocolSettings`.
+    """
+
     directory: Path | None = Field(None, description="read <id>.tif/.png point maps from here instead")
-
-    def protocol(self) -> PointProtocol:
-        """The simulation protocol these settings describe."""
-        return PointProtocol(
-            strategy=self.strategy,
-            density=self.density,
-            per_class=self.per_class,
-            min_area=self.min_area,
-            seed=self.seed,
-        )
 
 
 class ModelConfig(Section):

@@ -46,21 +46,20 @@ import yaml
 
 from pointseg.checkpoint import load_trained_model
 from pointseg.config import (
-    PointsConfig,
     TrainConfig,
     apply_overrides,
     deep_merge,
     parse_config,
     read_config_data,
 )
-from pointseg.datasets import SampleRef
+from pointseg.datasets import SampleRef, split_samples
 from pointseg.errors import PointsegError
 from pointseg.evaluation import evaluate_model, predict_samples, report_json
 from pointseg.plots import plot_density_curve, plot_qualitative
-from pointseg.points import PointProtocol
+from pointseg.points import SPEC_FORMS, STRATEGY_PARAMETERS, PointProtocol
 from pointseg.raster import atomic_output, read_mask, read_window
 from pointseg.schema import IGNORE_INDEX, ClassSchema
-from pointseg.training import RUN_DIR_VARIABLE, point_source, split_samples, train, write_json
+from pointseg.training import RUN_DIR_VARIABLE, point_source, train, write_json
 
 DEFAULT_REGIMES = (
     "density:0.01",
@@ -71,7 +70,7 @@ DEFAULT_REGIMES = (
     "per-region:100",
     "dense",
 )
-REGIME_FORMS = "density:FRACTION (e.g. density:0.01), per-class:N, per-region:MIN_AREA, points:DIR or dense"
+REGIME_FORMS = f"{SPEC_FORMS}, points:DIR or dense"
 EXPERIMENT_KEY = "experiment"
 """Top-level config key read (and removed before validation) by sweeps: ``{regimes: [...], seeds: [...]}``."""
 
@@ -115,33 +114,16 @@ def parse_regime(text: str) -> Regime:
         return Regime(
             text, f"points ({folder.name})", f"points-{folder.name}", f"points from {folder}", settings
         )
+    if kind not in STRATEGY_PARAMETERS:
+        raise PointsegError(f"regime {text!r}: expected {REGIME_FORMS}")
     try:
-        if kind == "density":
-            protocol = PointProtocol("density", density=float(value))
-            name, slug = f"{protocol.density * 100:g}%", f"density-{protocol.density:g}"
-        elif kind == "per-class":
-            protocol = PointProtocol("per-class", per_class=int(value))
-            name, slug = f"{protocol.per_class} / class", f"per-class-{protocol.per_class}"
-        elif kind == "per-region":
-            protocol = PointProtocol("per-region", min_area=int(value))
-            default_area = PointsConfig.model_fields["min_area"].default
-            name = "1 / region" + (
-                "" if protocol.min_area == default_area else f" (min {protocol.min_area} px)"
-            )
-            slug = f"per-region-{protocol.min_area}"
-        else:
-            raise ValueError(kind)
-    except (ValueError, PointsegError) as error:
-        reason = f" ({error})" if isinstance(error, PointsegError) else ""
-        raise PointsegError(f"regime {text!r}{reason}: expected {REGIME_FORMS}") from None
-    points = {
-        "strategy": protocol.strategy,
-        "density": protocol.density,
-        "per_class": protocol.per_class,
-        "min_area": protocol.min_area,
-        "directory": None,
-    }
-    return Regime(text, name, slug, protocol.describe(), {"supervision": "points", "points": points})
+        protocol = PointProtocol.from_spec(text)
+    except PointsegError as error:
+        raise PointsegError(f"regime {text!r} ({error}): expected {REGIME_FORMS}") from None
+    points = {**protocol.model_dump(exclude={"seed"}), "directory": None}
+    return Regime(
+        text, protocol.name, protocol.slug, protocol.describe(), {"supervision": "points", "points": points}
+    )
 
 
 def parse_regimes(texts: Sequence[str]) -> list[Regime]:

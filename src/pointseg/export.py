@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from pointseg.checkpoint import TrainedModel
-from pointseg.datasets import BandStats
 from pointseg.errors import PointsegError
 from pointseg.inference import Forward, Precision, torch_forward
+from pointseg.normalization import BandStats
 from pointseg.raster import atomic_output
 from pointseg.schema import ClassSchema
 

@@ -33,8 +33,8 @@ from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 from torch import nn
 
-from pointseg.datasets import BandStats
 from pointseg.errors import PointsegError
+from pointseg.normalization import BandStats
 from pointseg.raster import open_raster, read_pixels
 from pointseg.schema import IGNORE_INDEX
 

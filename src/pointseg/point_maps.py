@@ -14,6 +14,7 @@ staging folder first and moved in only when every image succeeded.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from pointseg.datasets import Discovery, SampleRef
-from pointseg.datasets.base import check_mask_size
+from pointseg.datasets.samples import check_mask_size
 from pointseg.points import (
     ImportReport,
     PointLabels,
@@ -97,8 +98,19 @@ def write_summary(directory: Path, summary: PointSummary) -> None:
         temporary.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
 
 
-def simulate_dataset_points(discovery: Discovery, protocol: PointProtocol, staging: Path) -> PointSummary:
+def simulate_dataset_points(
+    discovery: Discovery,
+    protocol: PointProtocol,
+    staging: Path,
+    advance: Callable[[], None] | None = None,
+) -> PointSummary:
     """Simulate points for every sample of a dataset and write their files into ``staging``.
+
+    Args:
+        discovery: The dataset, with dense masks.
+        protocol: How to simulate the points.
+        staging: Folder to write ``<id>.png``/``.tif``, ``<id>.geojson`` and ``summary.json`` into.
+        advance: Called after each sample (to show progress).
 
     Raises:
         PointsegError: for a dataset with problems (missing pairs) or a mask with unknown values.
@@ -110,11 +122,7 @@ def simulate_dataset_points(discovery: Discovery, protocol: PointProtocol, stagi
             "dataset": discovery.name,
             "root": str(discovery.root),
             "protocol": protocol.describe(),
-            "strategy": protocol.strategy,
-            "density": protocol.density,
-            "per_class": protocol.per_class,
-            "min_area": protocol.min_area,
-            "seed": protocol.seed,
+            **protocol.model_dump(),
         },
         np.zeros(schema.num_classes, dtype=np.int64),
     )
@@ -126,6 +134,8 @@ def simulate_dataset_points(discovery: Discovery, protocol: PointProtocol, stagi
         points = simulate_points(mask, protocol, ref.id)
         write_point_files(staging, ref.id, points, schema, *georeferencing(ref))
         summary.add(ref.id, points, int(np.count_nonzero(mask != IGNORE_INDEX)))
+        if advance is not None:
+            advance()
     write_summary(staging, summary)
     return summary
 

@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import struct
 import tempfile
 import warnings
@@ -282,14 +283,23 @@ def staged_directory(out_dir: str | Path, replace: bool = False) -> Iterator[Pat
 
     A run that fails half-way leaves ``out_dir`` exactly as it was. Files are merged into an
     existing ``out_dir``, unless ``replace`` is true: then the old folder is swapped out whole
-    (rename, rename, delete), so no stale file from an earlier run survives beside new ones.
+    (rename, rename, delete), so no stale file from an earlier run survives beside new ones; the
+    new folder keeps the old one's permissions.
+
+    Raises:
+        PointsegError: if ``out_dir`` exists and is not a folder (it is never replaced).
     """
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PointsegError(
+            f"{out_dir}: is a file, not a folder; expected a folder (new or existing) to write into"
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging.", dir=out_dir.parent))
     try:
         yield staging
         if replace and out_dir.exists():
+            staging.chmod(stat.S_IMODE(out_dir.stat().st_mode))
             retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
             os.replace(out_dir, retired / "old")
             os.replace(staging, out_dir)

@@ -20,10 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from pointseg.errors import PointsegError
 
@@ -42,6 +43,14 @@ def parse_color(value: Any, where: str) -> RGB:
     Raises:
         PointsegError: naming ``where`` if the value is neither.
     """
+    try:
+        return _color(value)
+    except ValueError as error:
+        raise PointsegError(f"{where}: {error}") from None
+
+
+def _color(value: Any) -> RGB:
+    """Parse ``"#RRGGBB"`` or ``[r, g, b]``; raise ``ValueError`` saying what was found otherwise."""
     if isinstance(value, str) and value.startswith("#") and len(value) == 7:
         try:
             return (int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16))
@@ -54,7 +63,65 @@ def parse_color(value: Any, where: str) -> RGB:
         and all(isinstance(c, int) and 0 <= c <= 255 for c in value)
     ):
         return (int(value[0]), int(value[1]), int(value[2]))
-    raise PointsegError(f"{where}: colour {value!r} is not '#RRGGBB' or [r, g, b] with values 0-255")
+    raise ValueError(f"colour {value!r} is not '#RRGGBB' or [r, g, b] with values 0-255")
+
+
+Color = Annotated[Any, AfterValidator(_color)]
+"""A colour as schema files write it (``"#RRGGBB"`` or ``[r, g, b]``), validated to an RGB tuple."""
+
+
+class ClassEntry(BaseModel):
+    """One entry of a schema file's ``classes`` list."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: StrictStr
+    color: Color
+    value: StrictInt | None = None
+
+
+class SchemaFile(BaseModel):
+    """The content of a class schema file (the form :meth:`ClassSchema.to_dict` writes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: StrictStr | None = None
+    mask_encoding: MaskEncoding = "rgb"
+    classes: list[ClassEntry] = Field(min_length=1)
+    ignore_colors: list[Color] = Field(default_factory=list)
+    ignore_values: list[StrictInt] = Field(default_factory=list)
+
+
+def _schema_file_error(error: ValidationError, data: dict[str, Any]) -> str:
+    """Say, for the first problem pydantic found, which field is wrong, what it holds and what is expected."""
+    item = min(error.errors(), key=lambda e: e["type"] != "extra_forbidden")  # a typo says most
+    loc, kind, found = item["loc"], item["type"], item.get("input")
+    field = str(loc[0]) if loc else ""
+    if kind == "extra_forbidden":
+        place = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+        known = ", ".join(ClassEntry.model_fields if len(loc) > 1 else SchemaFile.model_fields)
+        return f"unknown key '{place}'; expected only {known}"
+    if field == "classes" and len(loc) >= 2:
+        where = f"classes[{loc[1]}]"
+        entry = data["classes"][loc[1]]
+        part = loc[2] if len(loc) > 2 else None
+        if part == "color" and kind == "missing":
+            return f"{where} ('{entry['name']}'): missing 'color'"
+        if part == "color":
+            return f"{where}: {item['ctx']['error']}"
+        if part == "value":
+            return f"{where}: 'value' must be an integer, found {found!r}"
+        return f"{where}: expected a mapping with a string 'name', found {entry!r}"
+    if field == "classes":
+        return "'classes' must be a non-empty list of {name, color} entries"
+    if field == "ignore_colors" and len(loc) == 2:
+        return f"ignore_colors: {item['ctx']['error']}"
+    if field in ("ignore_colors", "ignore_values"):
+        kind_of = "colours" if field == "ignore_colors" else "integers"
+        return f"'{field}' must be a list of {kind_of}, found {data[field]!r}"
+    if field == "mask_encoding":
+        return f"mask_encoding {found!r}, expected 'rgb' or 'index'"
+    return f"'{field}' must be a string, found {found!r}"
 
 
 def format_color(color: RGB) -> str:
@@ -236,52 +303,29 @@ class ClassSchema:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "schema") -> ClassSchema:
-        """Build a schema from plain data, as written by :meth:`to_dict`.
+        """Build a schema from plain data, as written by :meth:`to_dict` (validated by :class:`SchemaFile`).
 
         Raises:
-            PointsegError: naming ``source`` and the field for any missing or malformed entry.
+            PointsegError: naming ``source`` and the field for any missing, unknown or malformed entry.
         """
         if not isinstance(data, dict):
             raise PointsegError(f"{source}: expected a mapping with 'classes', found {type(data).__name__}")
-        entries = data.get("classes")
-        if not isinstance(entries, list) or not entries:
-            raise PointsegError(f"{source}: 'classes' must be a non-empty list of {{name, color}} entries")
-        encoding = data.get("mask_encoding", "rgb")
-        names, colors, values = [], [], []
-        for i, entry in enumerate(entries):
-            where = f"{source}: classes[{i}]"
-            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-                raise PointsegError(f"{where}: expected a mapping with a string 'name', found {entry!r}")
-            names.append(entry["name"])
-            if "color" not in entry:
-                raise PointsegError(f"{where} ('{entry['name']}'): missing 'color'")
-            colors.append(parse_color(entry["color"], where))
-            if "value" in entry:
-                if not isinstance(entry["value"], int):
-                    raise PointsegError(f"{where}: 'value' must be an integer, found {entry['value']!r}")
-                values.append(entry["value"])
-        if values and len(values) != len(names):
+        try:
+            content = SchemaFile.model_validate(data)
+        except ValidationError as error:
+            raise PointsegError(f"{source}: {_schema_file_error(error, data)}") from None
+        values = [entry.value for entry in content.classes if entry.value is not None]
+        if values and len(values) != len(content.classes):
             raise PointsegError(f"{source}: give 'value' for every class or for none")
-        ignore_values = data.get("ignore_values", [])
-        if not isinstance(ignore_values, list) or not all(isinstance(v, int) for v in ignore_values):
-            raise PointsegError(
-                f"{source}: 'ignore_values' must be a list of integers, found {ignore_values!r}"
-            )
-        raw_ignore_colors = data.get("ignore_colors", [])
-        if not isinstance(raw_ignore_colors, list):
-            raise PointsegError(
-                f"{source}: 'ignore_colors' must be a list of colours, found {raw_ignore_colors!r}"
-            )
-        ignore_colors = tuple(parse_color(c, f"{source}: ignore_colors") for c in raw_ignore_colors)
         try:
             return cls(
-                name=str(data.get("name", Path(source).stem)),
-                classes=tuple(names),
-                colors=tuple(colors),
-                mask_encoding=encoding,
+                name=content.name if content.name is not None else Path(source).stem,
+                classes=tuple(entry.name for entry in content.classes),
+                colors=tuple(entry.color for entry in content.classes),
+                mask_encoding=content.mask_encoding,
                 mask_values=tuple(values),
-                ignore_colors=ignore_colors,
-                ignore_values=tuple(ignore_values),
+                ignore_colors=tuple(content.ignore_colors),
+                ignore_values=tuple(content.ignore_values),
             )
         except PointsegError as error:
             raise PointsegError(f"{source}: {error}") from error
@@ -295,9 +339,14 @@ class ClassSchema:
         """
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_bytes().decode("utf-8")
         except OSError as error:
             raise PointsegError(f"{path}: cannot read class schema ({error.strerror})") from error
+        except UnicodeDecodeError as error:
+            raise PointsegError(
+                f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); expected a YAML or JSON "
+                "class schema"
+            ) from None
         try:
             data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as error:

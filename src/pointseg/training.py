@@ -36,75 +36,21 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 import pointseg
-from pointseg.config import DataConfig, TrainConfig, dump_config
-from pointseg.datasets import (
-    BandStats,
-    PointsDirectory,
-    PointSource,
-    SampleRef,
-    SegmentationDataset,
-    SimulatedPoints,
-    collate_samples,
-    discover_dataset,
-    select_refs,
-)
-from pointseg.datasets.landcoverai import read_split_lists
+from pointseg.config import TrainConfig, dump_config
+from pointseg.datasets import SampleRef, split_samples
+from pointseg.datasets.dataset import SegmentationDataset, collate_samples
+from pointseg.datasets.point_sources import PointsDirectory, PointSource, SimulatedPoints
 from pointseg.errors import PointsegError
 from pointseg.inference import ArraySource, LabelSink, SlidingWindowPredictor
 from pointseg.losses import build_loss
 from pointseg.metrics import SegmentationMetrics
 from pointseg.models import build_model
+from pointseg.normalization import BandStats
 from pointseg.raster import atomic_output
 from pointseg.schema import ClassSchema
 from pointseg.transforms import BatchAugmentation
 
 MONITOR = "val_miou"
-
-
-def split_samples(data: DataConfig) -> tuple[ClassSchema, dict[str, list[SampleRef]]]:
-    """Pair the dataset's files and split them into ``train``, ``val`` and ``test``.
-
-    ``val`` and ``test`` select ids or groups (tiles, source images); ``train`` is everything else
-    unless given. LandCover.ai uses its ``train/val/test.txt`` lists when no split is given.
-
-    Raises:
-        PointsegError: if a pattern matches nothing, splits overlap, or train or val is empty.
-    """
-    discovery = discover_dataset(
-        data.format,
-        data.root,
-        data.schema_file,
-        images_dir=data.images_dir,
-        masks_dir=data.masks_dir,
-        mask_pattern=data.mask_pattern,
-    )
-    refs = discovery.require_usable()
-    lists = read_split_lists(data.root, {ref.id for ref in refs}) if data.format == "landcoverai" else {}
-    if lists and data.train is None and not data.val and not data.test:
-        splits = {
-            name: [ref for ref in refs if ref.id in lists.get(name, set())]
-            for name in ("train", "val", "test")
-        }
-    else:
-        val = select_refs(refs, data.val, "data.val")
-        test = select_refs(refs, data.test, "data.test")
-        held_out = {ref.id for ref in val + test}
-        overlap = {ref.id for ref in val} & {ref.id for ref in test}
-        if overlap:
-            raise PointsegError(f"data.val and data.test share samples: {sorted(overlap)[:5]}")
-        if data.train is not None:
-            train = select_refs(refs, data.train, "data.train")
-            leaked = {ref.id for ref in train} & held_out
-            if leaked:
-                raise PointsegError(f"data.train includes held-out samples: {sorted(leaked)[:5]}")
-        else:
-            train = [ref for ref in refs if ref.id not in held_out]
-        splits = {"train": train, "val": val, "test": test}
-    if not splits["train"]:
-        raise PointsegError(f"{data.root}: no training samples left after taking out val and test")
-    if not splits["val"]:
-        raise PointsegError("data.val is empty: name the ids or groups to validate on (e.g. data.val=[855])")
-    return discovery.schema, splits
 
 
 def point_source(config: TrainConfig) -> PointSource | None:
@@ -413,12 +359,7 @@ def default_run_name(config: TrainConfig) -> str:
     elif config.points.directory is not None:
         labels = "points-" + Path(config.points.directory).name
     else:
-        p = config.points
-        labels = {
-            "density": f"density-{p.density:g}",
-            "per-class": f"per-class-{p.per_class}",
-            "per-region": f"per-region-{p.min_area}",
-        }[p.strategy]
+        labels = config.points.protocol().slug
     job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
     stamp = f"job{job}" if job and job != "none" else f"{datetime.now():%Y%m%d-%H%M%S}"
     return f"{stamp}-{config.data.format}-{labels}"

@@ -3,8 +3,10 @@ import pytest
 import torch
 
 from fake_data import block_labels, image_for, rgb_mask, write_deepglobe, write_raster
-from pointseg.datasets import BandStats, SegmentationDataset, deepglobe, discover_dataset
+from pointseg.datasets import deepglobe, discover_dataset
+from pointseg.datasets.dataset import SegmentationDataset
 from pointseg.errors import PointsegError
+from pointseg.normalization import BandStats
 from pointseg.raster import read_window
 from pointseg.schema import IGNORE_INDEX
 

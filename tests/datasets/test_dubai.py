@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 
 from fake_data import block_labels, rgb_mask, write_dubai, write_raster
-from pointseg.datasets import BandStats, SegmentationDataset, discover_dataset, dubai, select_refs
+from pointseg.datasets import discover_dataset, dubai, select_refs
+from pointseg.datasets.dataset import SegmentationDataset
 from pointseg.errors import PointsegError
+from pointseg.normalization import BandStats
 from pointseg.raster import raster_info
 from pointseg.schema import IGNORE_INDEX
 

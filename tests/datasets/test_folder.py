@@ -4,8 +4,10 @@ import torch
 from rasterio.crs import CRS
 
 from fake_data import UTM, block_labels, write_folder_dataset, write_raster
-from pointseg.datasets import BandStats, SegmentationDataset, discover_dataset
+from pointseg.datasets import discover_dataset
+from pointseg.datasets.dataset import SegmentationDataset
 from pointseg.errors import PointsegError
+from pointseg.normalization import BandStats
 from pointseg.raster import read_window
 from pointseg.schema import IGNORE_INDEX, ClassSchema
 

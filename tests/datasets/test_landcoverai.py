@@ -4,8 +4,10 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from fake_data import block_labels, write_landcoverai
-from pointseg.datasets import BandStats, SegmentationDataset, discover_dataset, landcoverai
+from pointseg.datasets import discover_dataset, landcoverai
+from pointseg.datasets.dataset import SegmentationDataset
 from pointseg.errors import PointsegError
+from pointseg.normalization import BandStats
 from pointseg.raster import read_window
 
 
@@ -85,3 +87,11 @@ def test_tile_sample_is_the_window_with_its_transform_and_crs(root) -> None:
     assert CRS.from_wkt(sample["crs"]).to_epsg() == 2180
     second = dataset[5]  # M-33-1_1 of the second orthophoto, origin (510000, 600000)
     assert second["transform"] == (0.25, 0.0, 510128.0, 0.0, -0.25, 600000.0)
+
+
+def test_a_split_list_that_is_not_utf8_is_an_error_naming_it(root, tmp_path) -> None:
+    for name in ("images", "masks"):
+        (tmp_path / name).symlink_to(root / name)
+    (tmp_path / "val.txt").write_bytes(b"M-33-1_1\xff\n")
+    with pytest.raises(PointsegError, match=r"val\.txt: not UTF-8 text .*expected one tile name per line"):
+        discover_dataset("landcoverai", tmp_path, split="val")

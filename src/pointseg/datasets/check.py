@@ -11,7 +11,7 @@ from rasterio.windows import Window
 from rich.console import Console
 from rich.table import Table
 
-from pointseg.datasets.base import Discovery, SampleRef
+from pointseg.datasets.samples import Discovery, SampleRef
 from pointseg.errors import PointsegError
 from pointseg.raster import raster_info, read_mask, read_window
 from pointseg.schema import IGNORE_INDEX, ClassSchema

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pointseg.datasets.base import Discovery, SampleRef, pair_files, require_directory
+from pointseg.datasets.adapter import DatasetAdapter, DiscoveryOptions
+from pointseg.datasets.samples import Discovery, SampleRef, pair_files, require_directory
 from pointseg.schema import ClassSchema
 
 SCHEMA = ClassSchema(
@@ -27,7 +28,7 @@ SCHEMA = ClassSchema(
 )
 
 
-def discover(root: Path, require_masks: bool = True) -> Discovery:
+def discover(root: Path, options: DiscoveryOptions) -> Discovery:
     """Find image/mask pairs in every ``Tile N`` folder; ids are ``Tile N/<stem>``, groups the tile."""
     require_directory(root, "the Dubai aerial folder with 'Tile N/images' and 'Tile N/masks'")
     refs: list[SampleRef] = []
@@ -36,10 +37,13 @@ def discover(root: Path, require_masks: bool = True) -> Discovery:
     for tile in tiles:
         images = {p.stem: p for p in (tile / "images").glob("*.jpg")}
         masks = {p.stem: p for p in (tile / "masks").glob("*.png")} if (tile / "masks").is_dir() else {}
-        pairs, tile_problems = pair_files(images, masks, require_masks)
+        pairs, tile_problems = pair_files(images, masks, options.require_masks)
         problems.extend(tile_problems)
         refs.extend(
             SampleRef(id=f"{tile.name}/{key}", image_path=image, mask_path=mask, group=tile.name)
             for key, image, mask in pairs
         )
-    return Discovery("Dubai aerial", root, SCHEMA, refs, problems)
+    return Discovery("Dubai aerial", root, options.schema, refs, problems)
+
+
+ADAPTER = DatasetAdapter(discover, SCHEMA)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from rasterio.windows import Window
 
-from pointseg.datasets.base import Discovery, SampleRef, pair_files, require_directory
+from pointseg.datasets.adapter import DatasetAdapter, DiscoveryOptions
+from pointseg.datasets.samples import Discovery, SampleRef, pair_files, require_directory
 from pointseg.errors import PointsegError
 from pointseg.raster import raster_info
 from pointseg.schema import ClassSchema
@@ -52,7 +53,7 @@ def read_split_lists(root: Path, tile_ids: set[str] | None = None) -> dict[str, 
             orthophoto missing from images/ would otherwise shrink a split silently).
     """
     lists = {
-        split: {line.strip() for line in (root / f"{split}.txt").read_text().splitlines() if line.strip()}
+        split: {line.strip() for line in _read_list(root / f"{split}.txt").splitlines() if line.strip()}
         for split in SPLITS
         if (root / f"{split}.txt").is_file()
     }
@@ -67,18 +68,28 @@ def read_split_lists(root: Path, tile_ids: set[str] | None = None) -> dict[str, 
     return lists
 
 
-def discover(root: Path, require_masks: bool = True, split: str | None = None) -> Discovery:
-    """Find orthophotos and cut them into tiles.
+def _read_list(path: Path) -> str:
+    """The text of a split list.
 
-    Args:
-        root: Folder with ``images/``, ``masks/`` and optionally the split lists.
-        require_masks: Report images without a mask as problems.
-        split: Keep only the tiles listed in ``<split>.txt`` (``train``, ``val`` or ``test``).
+    Raises:
+        PointsegError: naming the file if it cannot be read or is not UTF-8 text.
     """
+    try:
+        return path.read_bytes().decode("utf-8")
+    except OSError as error:
+        raise PointsegError(f"{path}: cannot read split list ({error.strerror})") from error
+    except UnicodeDecodeError as error:
+        raise PointsegError(
+            f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); expected one tile name per line"
+        ) from None
+
+
+def discover(root: Path, options: DiscoveryOptions) -> Discovery:
+    """Find orthophotos in ``images/`` (masks in ``masks/``) and cut them into tiles."""
     require_directory(root / "images", "LandCover.ai's images/*.tif (and masks/*.tif)")
     images = {p.stem: p for p in (root / "images").glob("*.tif")}
     masks = {p.stem: p for p in (root / "masks").glob("*.tif")} if (root / "masks").is_dir() else {}
-    pairs, problems = pair_files(images, masks, require_masks)
+    pairs, problems = pair_files(images, masks, options.require_masks)
     refs: list[SampleRef] = []
     for stem, image, mask in pairs:
         info = raster_info(image)
@@ -86,11 +97,7 @@ def discover(root: Path, require_masks: bool = True, split: str | None = None) -
             SampleRef(id=f"{stem}_{k}", image_path=image, mask_path=mask, group=stem, window=window)
             for k, window in tile_windows(info.height, info.width)
         )
-    if split is not None:
-        lists = read_split_lists(root, {ref.id for ref in refs})
-        if split not in lists:
-            raise PointsegError(
-                f"{root}: split '{split}' requested but {root / (split + '.txt')} does not exist"
-            )
-        refs = [ref for ref in refs if ref.id in lists[split]]
-    return Discovery("LandCover.ai", root, SCHEMA, refs, problems)
+    return Discovery("LandCover.ai", root, options.schema, refs, problems)
+
+
+ADAPTER = DatasetAdapter(discover, SCHEMA, read_split_lists)

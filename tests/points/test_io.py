@@ -1,225 +1,16 @@
 import json
 import struct
-from pathlib import Path
 
 import numpy as np
 import pyogrio.raw
 import pytest
 import rasterio
-from affine import Affine
-from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
-from scipy import ndimage
 
-from pointseg import points as points_module
+from fake_points import ORIGIN, PIXEL_SIZE, SCHEMA, UTM, grid, random_mask, write_csv, write_image
 from pointseg.errors import PointsegError
-from pointseg.points import (
-    PointLabels,
-    PointProtocol,
-    import_points,
-    sample_density,
-    sample_per_class,
-    sample_per_region,
-    simulate_points,
-    write_points_geojson,
-)
-from pointseg.schema import IGNORE_INDEX, ClassSchema
-
-SCHEMA = ClassSchema(
-    name="toy", classes=("water", "forest", "urban"), colors=((0, 0, 255), (0, 255, 0), (255, 0, 0))
-)
-UTM = CRS.from_epsg(32633)
-ORIGIN = (500_000.0, 4_000_000.0)  # top-left corner of the test images, in UTM 33N metres
-PIXEL_SIZE = 10.0
-
-
-def random_mask(height: int = 40, width: int = 50, seed: int = 0) -> np.ndarray:
-    """Blobs of classes 0..2 with about a fifth of the pixels ignored."""
-    rng = np.random.default_rng(seed)
-    noise = ndimage.gaussian_filter(rng.random((height, width)), 2)
-    mask = np.digitize(noise, np.quantile(noise, [1 / 3, 2 / 3])).astype(np.uint8)
-    mask[rng.random((height, width)) < 0.2] = IGNORE_INDEX
-    return mask
-
-
-def grid(origin: tuple[float, float]) -> Affine:
-    """North-up transform with PIXEL_SIZE pixels and ``origin`` as the top-left corner."""
-    return Affine(PIXEL_SIZE, 0.0, origin[0], 0.0, -PIXEL_SIZE, origin[1])
-
-
-def write_image(path: Path, height: int, width: int, crs: CRS | None = UTM) -> Path:
-    """A one-band uint8 image: a GeoTIFF in ``crs`` at ORIGIN, or a PNG without a CRS."""
-    profile = {"count": 1, "dtype": "uint8", "height": height, "width": width}
-    if crs is None:
-        profile["driver"] = "PNG"
-    else:
-        profile.update(driver="GTiff", crs=crs, transform=grid(ORIGIN))
-    with rasterio.open(path, "w", **profile) as dataset:
-        dataset.write(np.zeros((1, height, width), dtype=np.uint8))
-    return path
-
-
-def write_csv(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
-
-
-# PointLabels
-
-
-def test_point_labels_are_sorted_row_major_and_round_trip_through_a_label_map():
-    points = PointLabels(np.array([3, 0, 3, 1]), np.array([1, 4, 0, 2]), np.array([2, 0, 1, 1]), 5, 6)
-    assert points.rows.tolist() == [0, 1, 3, 3]
-    assert points.cols.tolist() == [4, 2, 0, 1]
-    assert points.classes.tolist() == [0, 1, 1, 2]
-    label_map = points.to_label_map()
-    assert label_map.shape == (5, 6) and label_map.dtype == np.uint8
-    assert (label_map != IGNORE_INDEX).sum() == 4
-    assert label_map[3, 1] == 2 and label_map[0, 4] == 0 and label_map[0, 0] == IGNORE_INDEX
-    assert PointLabels.from_label_map(label_map) == points
-    assert len(points) == 4
-
-
-@pytest.mark.parametrize(
-    ("rows", "cols"),
-    [([0, 0], [1, 1]), ([5], [0]), ([0], [-1])],
-    ids=["same pixel twice", "row past the image", "negative column"],
-)
-def test_point_labels_reject_impossible_points(rows, cols):
-    with pytest.raises(ValueError):
-        PointLabels(np.array(rows), np.array(cols), np.zeros(len(rows), dtype=np.int64), 5, 5)
-
-
-def test_crop_keeps_points_inside_the_window_shifted_even_past_the_edge():
-    points = PointLabels(np.array([0, 2, 4]), np.array([0, 3, 4]), np.array([0, 1, 2]), 5, 5)
-    window = points.crop(2, 2, 5, 5)  # reaches 2 px past the bottom and right edges
-    assert (window.height, window.width) == (5, 5)
-    assert window.rows.tolist() == [0, 2] and window.cols.tolist() == [1, 2]
-    assert window.classes.tolist() == [1, 2]
-    before_start = points.crop(-1, -1, 3, 3)
-    assert before_start.rows.tolist() == [1] and before_start.cols.tolist() == [1]
-
-
-def test_counts_per_class():
-    points = PointLabels(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), np.array([2, 0, 2, 2]), 3, 3)
-    counts = points.counts_per_class(4)
-    assert counts.dtype == np.int64
-    assert counts.tolist() == [1, 0, 3, 0]
-
-
-# Simulation
-
-
-def test_sample_per_class_takes_n_of_each_class_or_all_of_a_small_class():
-    mask = np.full((20, 20), IGNORE_INDEX, dtype=np.uint8)
-    mask[:10] = 0  # 200 px
-    mask[10:13, :10] = 1  # 30 px
-    mask[15, 3:6] = 2  # 3 px
-    points = sample_per_class(mask, 10, np.random.default_rng(0))
-    assert points.counts_per_class(3).tolist() == [10, 10, 3]
-    small = points.classes == 2
-    assert points.rows[small].tolist() == [15, 15, 15] and points.cols[small].tolist() == [3, 4, 5]
-
-
-def test_sample_density_labels_the_asked_fraction_of_valid_pixels():
-    mask = np.zeros((200, 300), dtype=np.uint8)
-    mask[:, :75] = IGNORE_INDEX
-    mask[100:, 150:] = 1
-    n_valid = 200 * 225
-    points = sample_density(mask, 0.013, np.random.default_rng(0))
-    assert len(points) == round(0.013 * n_valid) == 585
-    assert abs(len(points) / n_valid - 0.013) <= 0.0005
-    assert points.cols.min() >= 75
-
-
-@pytest.mark.parametrize(
-    "protocol",
-    [
-        PointProtocol("density", density=0.05),
-        PointProtocol("per-class", per_class=7),
-        PointProtocol("per-region", min_area=5),
-    ],
-    ids=lambda p: p.strategy,
-)
-def test_simulated_points_lie_on_pixels_of_their_class_never_on_ignored(protocol):
-    mask = random_mask()
-    points = simulate_points(mask, protocol, "tile_1")
-    assert len(points) > 0
-    assert np.array_equal(mask[points.rows, points.cols], points.classes)
-    assert not np.any(points.classes == IGNORE_INDEX)
-    assert (points.height, points.width) == mask.shape
-
-
-@pytest.mark.parametrize("strategy", ["density", "per-class"])
-def test_simulation_is_reproducible_per_seed_and_image(strategy):
-    mask = random_mask()
-    protocol = PointProtocol(strategy, density=0.05, per_class=5)
-    first = simulate_points(mask, protocol, "tile_1")
-    assert simulate_points(mask, PointProtocol(strategy, density=0.05, per_class=5), "tile_1") == first
-    other_seed = PointProtocol(strategy, density=0.05, per_class=5, seed=1)
-    assert simulate_points(mask, other_seed, "tile_1") != first
-    assert simulate_points(mask, protocol, "tile_2") != first
-
-
-def test_sample_per_region_puts_one_point_at_the_centre_of_each_large_region():
-    mask = np.full((30, 40), IGNORE_INDEX, dtype=np.uint8)
-    mask[2:9, 2:9] = 0  # 7x7 square, centre (5, 5)
-    mask[10:15, 20:25] = 1  # 5x5 square, centre (12, 22)
-    mask[0:5, 35:40] = 1  # 5x5 square in the top-right corner: the image edge is border, centre (2, 37)
-    mask[20:22, 30:32] = 2  # 2x2 blob, below min_area
-    mask[20:23, 0:3] = 0  # two 3x3 squares touching only at a corner: two 4-connected regions
-    mask[23:26, 3:6] = 0
-    points = sample_per_region(mask, min_area=9)
-    assert list(zip(points.rows.tolist(), points.cols.tolist(), points.classes.tolist(), strict=True)) == [
-        (2, 37, 1),
-        (5, 5, 0),
-        (12, 22, 1),
-        (21, 1, 0),
-        (24, 4, 0),
-    ]
-    assert len(sample_per_region(mask, min_area=4)) == 6  # now the blob counts too
-    assert len(sample_per_region(mask, min_area=26)) == 1  # only the 7x7 square
-
-
-def test_sample_per_region_breaks_ties_by_row_major_order():
-    mask = np.full((6, 8), IGNORE_INDEX, dtype=np.uint8)
-    mask[1:3, 1:7] = 0  # a 2x6 bar: every pixel is 1 px from the border
-    points = sample_per_region(mask, min_area=1)
-    assert (points.rows.tolist(), points.cols.tolist()) == ([1], [1])
-
-
-def test_sample_per_region_whole_image_transform_gives_the_same_points(monkeypatch):
-    mask = random_mask(60, 70, seed=3)
-    monkeypatch.setattr(points_module, "_REGION_COST_PX", 0)  # box by box
-    by_box = sample_per_region(mask, min_area=3)
-    monkeypatch.setattr(points_module, "_REGION_COST_PX", 10**9)  # one transform per class
-    by_image = sample_per_region(mask, min_area=3)
-    assert len(by_box) > 20
-    assert by_image == by_box
-
-
-@pytest.mark.parametrize(
-    ("settings", "field"),
-    [
-        ({"density": 0}, "density"),
-        ({"density": 1.5}, "density"),
-        ({"per_class": 0}, "per_class"),
-        ({"min_area": 0}, "min_area"),
-        ({"seed": -1}, "seed"),
-        ({"strategy": "grid"}, "strategy"),
-    ],
-)
-def test_point_protocol_rejects_bad_settings_naming_the_field(settings, field):
-    with pytest.raises(PointsegError, match=rf"{field} '?{settings[field]}"):
-        PointProtocol(**settings)
-
-
-def test_point_protocol_describe():
-    assert PointProtocol(density=0.01).describe() == "density 1%"
-    assert PointProtocol(density=0.005).describe() == "density 0.5%"
-    assert PointProtocol("per-class", per_class=10).describe() == "10 per class"
-    assert PointProtocol("per-region", min_area=100).describe() == "per region (min area 100 px)"
-
+from pointseg.points import PointLabels, PointProtocol, import_points, simulate_points, write_points_geojson
+from pointseg.points import io as io_module
 
 # GeoJSON, CSV and GeoPackage
 
@@ -424,8 +215,52 @@ def test_failed_write_leaves_the_previous_file_and_no_partial_file(tmp_path, mon
         handle.write('{"type": "FeatureCollection", "features": [')
         raise OSError("disk full")
 
-    monkeypatch.setattr(points_module.json, "dump", dump_then_fail)
+    monkeypatch.setattr(io_module.json, "dump", dump_then_fail)
     with pytest.raises(OSError, match="disk full"):
         write_points_geojson(path, points, SCHEMA)
     assert path.read_text() == "previous"
     assert [p.name for p in tmp_path.iterdir()] == ["points.geojson"]
+
+
+def test_geopackage_multipoint_features_give_one_point_per_position(tmp_path) -> None:
+    image = write_image(tmp_path / "tile.tif", 20, 30)
+    path = tmp_path / "points.gpkg"
+    positions = [(15.0, 5.0), (295.0, 195.0)]
+    multipoint = struct.pack("<BII", 1, 4, 2) + b"".join(
+        struct.pack("<BIdd", 1, 1, ORIGIN[0] + x, ORIGIN[1] - y) for x, y in positions
+    )
+    pyogrio.raw.write(
+        path,
+        geometry=np.array([multipoint], dtype=object),
+        field_data=[np.array([1], dtype=np.int64)],
+        fields=["class_index"],
+        geometry_type="MultiPoint",
+        crs="EPSG:32633",
+        driver="GPKG",
+    )
+    imported, report = import_points(path, image, SCHEMA)
+    assert (imported.rows.tolist(), imported.cols.tolist(), imported.classes.tolist()) == (
+        [0, 19],
+        [1, 29],
+        [1, 1],
+    )
+    assert (report.total, report.unit) == (2, "feature")
+
+
+def test_a_geopackage_without_a_point_layer_is_an_error(tmp_path) -> None:
+    image = write_image(tmp_path / "tile.tif", 20, 30)
+    path = tmp_path / "lines.gpkg"
+    line = struct.pack("<BII", 1, 2, 2) + struct.pack("<dddd", ORIGIN[0], ORIGIN[1], ORIGIN[0] + 5, ORIGIN[1])
+    pyogrio.raw.write(
+        path,
+        geometry=np.array([line], dtype=object),
+        field_data=[np.array(["water"], dtype=object)],
+        fields=["class"],
+        geometry_type="LineString",
+        crs="EPSG:32633",
+        driver="GPKG",
+    )
+    with pytest.raises(
+        PointsegError, match=r"lines\.gpkg: 0 point layers \(none\); expected exactly one layer"
+    ):
+        import_points(path, image, SCHEMA)

@@ -1,9 +1,7 @@
-"""Point labels: simulate them from dense masks, and read and write them as GeoJSON, CSV and GeoPackage.
+"""Point-label files: write GeoJSON, and import GeoJSON, CSV or GeoPackage onto an image's pixel grid.
 
-A set of point labels is a few labelled pixels of one image (:class:`PointLabels`). Points are
-simulated from a dense mask by a :class:`PointProtocol` (a fraction of the valid pixels, a fixed
-number per class, or one per region), written as GeoJSON for GIS software, and imported back from
-GeoJSON, CSV or GeoPackage files made by people, reprojected into the image's pixel grid.
+Points are written as GeoJSON for GIS software, and imported back from GeoJSON, CSV or
+GeoPackage files made by people, reprojected into the image's pixel grid.
 
 Importing never drops a point silently: points outside the image, with an unknown class, or on a
 pixel that already has a point are errors unless the caller asks to skip them, and then they are
@@ -15,26 +13,25 @@ from __future__ import annotations
 import csv
 import json
 import math
-import struct
-import zlib
+import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeAlias, get_args
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyogrio
+import pyogrio.raw
 from affine import Affine
 from pyogrio.errors import DataLayerError, DataSourceError
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 from rasterio.warp import transform as warp_transform
-from scipy import ndimage
 
 from pointseg.errors import PointsegError
+from pointseg.points.labels import PointLabels
 from pointseg.raster import RasterInfo, atomic_output, raster_info
-from pointseg.schema import IGNORE_INDEX, ClassSchema
-
-PointStrategy = Literal["density", "per-class", "per-region"]
+from pointseg.schema import ClassSchema
 
 PIXEL_COORDINATES = "pixel"
 """Value of ``points_crs`` (and of the GeoJSON ``pointseg.coordinates`` member) for pixel coordinates."""
@@ -43,313 +40,6 @@ POINT_FILE_SUFFIXES = (".geojson", ".json", ".csv", ".gpkg")
 
 _WGS84 = CRS.from_epsg(4326)
 _MAX_LINES_SHOWN = 10
-
-
-@dataclass(frozen=True, eq=False)
-class PointLabels:
-    """Sparse point labels of one image: pixel (row, col) positions and their classes.
-
-    Points are kept sorted in row-major order (by row, then column) and each pixel holds at most
-    one point, so two sets of the same points compare equal whatever order they were made in.
-    The arrays are read-only.
-
-    Attributes:
-        rows: ``(N,)`` int64 pixel rows, ``0 <= rows < height``.
-        cols: ``(N,)`` int64 pixel columns, ``0 <= cols < width``.
-        classes: ``(N,)`` int64 class labels in ``0..IGNORE_INDEX-1``.
-        height: Image height in pixels.
-        width: Image width in pixels.
-    """
-
-    rows: np.ndarray
-    cols: np.ndarray
-    classes: np.ndarray
-    height: int
-    width: int
-
-    def __post_init__(self) -> None:
-        rows, cols, classes = (
-            np.asarray(a, dtype=np.int64).ravel() for a in (self.rows, self.cols, self.classes)
-        )
-        if not len(rows) == len(cols) == len(classes):
-            raise ValueError(
-                f"rows, cols and classes differ in length: {len(rows)}, {len(cols)}, {len(classes)}"
-            )
-        if self.height < 0 or self.width < 0:
-            raise ValueError(f"image size {self.height}x{self.width} is negative")
-        if len(rows) and (
-            rows.min() < 0 or rows.max() >= self.height or cols.min() < 0 or cols.max() >= self.width
-        ):
-            raise ValueError(f"points lie outside the {self.height}x{self.width} image")
-        if len(classes) and (classes.min() < 0 or classes.max() >= IGNORE_INDEX):
-            raise ValueError(
-                f"classes must be in 0..{IGNORE_INDEX - 1}, found {classes.min()}..{classes.max()}"
-            )
-        keys = rows * self.width + cols
-        order = np.argsort(keys, kind="stable")
-        if np.any(np.diff(keys[order]) == 0):
-            raise ValueError("two points lie on the same pixel")
-        for name, values in (("rows", rows), ("cols", cols), ("classes", classes)):
-            values = values[order]
-            values.setflags(write=False)
-            object.__setattr__(self, name, values)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, PointLabels):
-            return NotImplemented
-        return (
-            (self.height, self.width) == (other.height, other.width)
-            and np.array_equal(self.rows, other.rows)
-            and np.array_equal(self.cols, other.cols)
-            and np.array_equal(self.classes, other.classes)
-        )
-
-    def to_label_map(self) -> np.ndarray:
-        """Return the points as a dense ``(H, W)`` uint8 map, ``IGNORE_INDEX`` where unlabelled."""
-        label_map = np.full((self.height, self.width), IGNORE_INDEX, dtype=np.uint8)
-        label_map[self.rows, self.cols] = self.classes
-        return label_map
-
-    @classmethod
-    def from_label_map(cls, label_map: np.ndarray) -> PointLabels:
-        """Make points of every pixel of an ``(H, W)`` label map that is not ``IGNORE_INDEX``."""
-        if label_map.ndim != 2:
-            raise ValueError(f"label map must be (H, W), got shape {label_map.shape}")
-        rows, cols = np.nonzero(label_map != IGNORE_INDEX)
-        return cls(rows, cols, label_map[rows, cols], label_map.shape[0], label_map.shape[1])
-
-    def crop(self, row_off: int, col_off: int, height: int, width: int) -> PointLabels:
-        """Return the points inside a window, in the window's pixel coordinates.
-
-        Args:
-            row_off: First row of the window, in image pixels (may be negative).
-            col_off: First column of the window, in image pixels (may be negative).
-            height: Window height in pixels; the window may reach past the image.
-            width: Window width in pixels.
-
-        Returns:
-            Points of a ``height`` x ``width`` image whose pixel ``(0, 0)`` is image pixel
-            ``(row_off, col_off)``.
-        """
-        inside = (
-            (self.rows >= row_off)
-            & (self.rows < row_off + height)
-            & (self.cols >= col_off)
-            & (self.cols < col_off + width)
-        )
-        return PointLabels(
-            self.rows[inside] - row_off, self.cols[inside] - col_off, self.classes[inside], height, width
-        )
-
-    def counts_per_class(self, num_classes: int) -> np.ndarray:
-        """Return the ``(num_classes,)`` int64 number of points of each class."""
-        if len(self) and self.classes.max() >= num_classes:
-            raise ValueError(
-                f"a point has class {self.classes.max()}, but there are only {num_classes} classes"
-            )
-        return np.bincount(self.classes, minlength=num_classes).astype(np.int64)
-
-
-@dataclass(frozen=True)
-class PointProtocol:
-    """How to simulate point labels from a dense mask.
-
-    Attributes:
-        strategy: ``"density"`` (a fraction of the valid pixels, uniformly), ``"per-class"`` (a
-            fixed number of pixels of each class present) or ``"per-region"`` (one point at the
-            centre of each connected region of a class).
-        density: Fraction of the valid (not ``IGNORE_INDEX``) pixels to label, in ``(0, 1]``;
-            for ``"density"``.
-        per_class: Points per class present, at least 1; for ``"per-class"``.
-        min_area: Smallest region that gets a point, in pixels, at least 1; for ``"per-region"``.
-        seed: Seed of the random choice, a non-negative integer. Each image gets its own stream
-            derived from the seed and the image id.
-
-    Raises:
-        PointsegError: naming the field and the value when a setting is out of range.
-    """
-
-    strategy: PointStrategy = "density"
-    density: float = 0.01
-    per_class: int = 10
-    min_area: int = 100
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        where = "point protocol"
-        if self.strategy not in get_args(PointStrategy):
-            raise PointsegError(
-                f"{where}: strategy {self.strategy!r}; expected one of {', '.join(get_args(PointStrategy))}"
-            )
-        if (
-            isinstance(self.density, bool)
-            or not isinstance(self.density, (int, float))
-            or not 0 < self.density <= 1
-        ):
-            raise PointsegError(
-                f"{where}: density {self.density!r}; expected a fraction of the valid pixels in (0, 1], "
-                "e.g. 0.01 for 1%"
-            )
-        for name, minimum, meaning in (
-            ("per_class", 1, "points per class"),
-            ("min_area", 1, "pixels"),
-            ("seed", 0, "seed"),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise PointsegError(
-                    f"{where}: {name} {value!r}; expected an integer >= {minimum} ({meaning})"
-                )
-
-    def describe(self) -> str:
-        """Return a short description for reports, e.g. ``"density 1%"`` or ``"10 per class"``."""
-        if self.strategy == "density":
-            return f"density {self.density * 100:g}%"
-        if self.strategy == "per-class":
-            return f"{self.per_class} per class"
-        return f"per region (min area {self.min_area} px)"
-
-
-def _valid_mask(mask: np.ndarray) -> np.ndarray:
-    if mask.ndim != 2:
-        raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
-    return mask
-
-
-def _points_at(mask: np.ndarray, flat_indices: np.ndarray) -> PointLabels:
-    height, width = mask.shape
-    rows, cols = np.divmod(np.sort(flat_indices), width)
-    return PointLabels(rows, cols, mask[rows, cols], height, width)
-
-
-def sample_density(mask: np.ndarray, fraction: float, rng: np.random.Generator) -> PointLabels:
-    """Label a fraction of the valid pixels, chosen uniformly without replacement.
-
-    Args:
-        mask: ``(H, W)`` uint8 dense labels, ``IGNORE_INDEX`` for ignored pixels.
-        fraction: Fraction of the valid pixels to label, in ``(0, 1]``.
-        rng: Random generator.
-
-    Returns:
-        Exactly ``round(fraction * n_valid)`` points, none on an ignored pixel.
-    """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    valid = np.flatnonzero(_valid_mask(mask).ravel() != IGNORE_INDEX)
-    chosen = rng.choice(valid, size=round(fraction * len(valid)), replace=False)
-    return _points_at(mask, chosen)
-
-
-def sample_per_class(mask: np.ndarray, per_class: int, rng: np.random.Generator) -> PointLabels:
-    """Label ``per_class`` pixels of each class present, or all of a class's pixels if it has fewer.
-
-    Args:
-        mask: ``(H, W)`` uint8 dense labels, ``IGNORE_INDEX`` for ignored pixels.
-        per_class: Points per class, at least 1.
-        rng: Random generator; classes draw from it in increasing order.
-
-    Returns:
-        ``sum(min(per_class, pixels of c))`` points over the classes ``c`` present.
-    """
-    if per_class < 1:
-        raise ValueError(f"per_class must be >= 1, got {per_class}")
-    flat = _valid_mask(mask).ravel()
-    by_class = np.argsort(flat, kind="stable")  # flat indices grouped by class, row-major within each
-    counts = np.bincount(flat, minlength=IGNORE_INDEX + 1)
-    ends = np.cumsum(counts)
-    chosen = []
-    for label in np.flatnonzero(counts[:IGNORE_INDEX]):
-        start = ends[label - 1] if label else 0
-        pixels = by_class[start : ends[label]]
-        chosen.append(rng.choice(pixels, size=min(per_class, len(pixels)), replace=False))
-    return _points_at(mask, np.concatenate(chosen) if chosen else np.empty(0, dtype=np.int64))
-
-
-def sample_per_region(mask: np.ndarray, min_area: int) -> PointLabels:
-    """Label one pixel per connected region of a class: the one farthest from the region's border.
-
-    Regions are 4-connected pixels of one class. The image edge counts as border. Among equally
-    far pixels the first in row-major order wins, so the result is deterministic.
-
-    Distances come from ``scipy.ndimage.distance_transform_edt`` on each region's bounding box,
-    padded by one pixel. When that would cost more than one transform of the whole class mask
-    (very many regions, or long diagonal ones whose boxes overlap), the whole mask is transformed
-    once instead. Both give the same distances: the nearest pixel outside a region is never of
-    the region's own class, since it would then belong to the region.
-
-    Args:
-        mask: ``(H, W)`` uint8 dense labels, ``IGNORE_INDEX`` for ignored pixels (never a region).
-        min_area: Smallest region that gets a point, in pixels.
-
-    Returns:
-        One point per region of at least ``min_area`` pixels.
-    """
-    if min_area < 1:
-        raise ValueError(f"min_area must be >= 1, got {min_area}")
-    mask = _valid_mask(mask)
-    chosen: list[np.ndarray] = [np.empty(0, dtype=np.int64)]
-    for label in np.flatnonzero(np.bincount(mask.ravel(), minlength=IGNORE_INDEX + 1)[:IGNORE_INDEX]):
-        regions, count = ndimage.label(mask == label)
-        kept = np.bincount(regions.ravel(), minlength=count + 1) >= min_area
-        kept[0] = False
-        boxes = ndimage.find_objects(regions)
-        kept_boxes = [(int(region), boxes[region - 1]) for region in np.flatnonzero(kept)]
-        box_pixels = sum((b[0].stop - b[0].start + 2) * (b[1].stop - b[1].start + 2) for _, b in kept_boxes)
-        if box_pixels + _REGION_COST_PX * len(kept_boxes) <= mask.size:
-            chosen.append(
-                np.array(
-                    [_farthest_in_box(regions, region, box) for region, box in kept_boxes], dtype=np.int64
-                )
-            )
-        else:
-            chosen.append(_farthest_in_image(regions, kept))
-    return _points_at(mask, np.concatenate(chosen))
-
-
-_REGION_COST_PX = 400
-"""Fixed cost of one bounding-box distance transform, in pixels transformed (measured, 2448x2448)."""
-
-
-def _farthest_in_box(regions: np.ndarray, region: int, box: tuple[slice, slice]) -> int:
-    """Return the flat index of the pixel of ``region`` farthest from its border."""
-    inside = np.pad(regions[box] == region, 1)
-    row, col = np.unravel_index(np.argmax(ndimage.distance_transform_edt(inside)), inside.shape)
-    return int((box[0].start + row - 1) * regions.shape[1] + box[1].start + col - 1)
-
-
-def _farthest_in_image(regions: np.ndarray, kept: np.ndarray) -> np.ndarray:
-    """Return the flat index of the pixel farthest from the border of each kept region, in one pass."""
-    distance = ndimage.distance_transform_edt(np.pad(regions > 0, 1))[1:-1, 1:-1].ravel()
-    pixels = np.flatnonzero(kept[regions.ravel()])
-    owner = regions.ravel()[pixels]
-    order = np.lexsort((-distance[pixels], owner))  # by region, farthest first; ties stay row-major
-    owner = owner[order]
-    return pixels[order[np.r_[True, owner[1:] != owner[:-1]]]]
-
-
-def simulate_points(mask: np.ndarray, protocol: PointProtocol, image_id: str) -> PointLabels:
-    """Simulate the point labels of one image from its dense mask.
-
-    The random stream depends only on ``protocol.seed`` and ``image_id``, so an image gets the
-    same points whatever other images are simulated, and in any order.
-
-    Args:
-        mask: ``(H, W)`` uint8 dense labels, ``IGNORE_INDEX`` for ignored pixels.
-        protocol: How to choose the points.
-        image_id: Stable identifier of the image (for example its file stem).
-
-    Returns:
-        Points on valid pixels only, labelled with the mask's class.
-    """
-    rng = np.random.default_rng([protocol.seed, zlib.crc32(image_id.encode())])
-    if protocol.strategy == "density":
-        return sample_density(mask, protocol.density, rng)
-    if protocol.strategy == "per-class":
-        return sample_per_class(mask, protocol.per_class, rng)
-    return sample_per_region(mask, protocol.min_area)
 
 
 def write_points_geojson(
@@ -486,26 +176,11 @@ def _read_geojson(path: Path, points_crs: _CoordinateSystem | None) -> _PointRec
     records.crs = _choose_crs(path, declared, _WGS84, points_crs)
     for number, feature in enumerate(data["features"], start=1):
         geometry = feature.get("geometry") if isinstance(feature, dict) else None
-        kind = geometry.get("type") if isinstance(geometry, dict) else None
-        coordinates = geometry.get("coordinates") if isinstance(geometry, dict) else None
-        if kind == "Point":
-            coordinates = [coordinates]
-        elif kind != "MultiPoint":
-            raise PointsegError(
-                f"{path}: feature {number} has geometry {kind!r}; expected Point or MultiPoint"
-            )
+        positions = _positions(geometry, f"{path}: feature {number}")
         properties = feature.get("properties")
         properties = properties if isinstance(properties, dict) else {}
-        for position in coordinates or []:
-            if (
-                not isinstance(position, list)
-                or len(position) < 2
-                or not all(isinstance(v, (int, float)) for v in position[:2])
-            ):
-                raise PointsegError(f"{path}: feature {number} has coordinates {position!r}; expected [x, y]")
-            records.add(
-                position[0], position[1], number, properties.get("class"), properties.get("class_index")
-            )
+        for x, y, *_ in positions:
+            records.add(x, y, number, properties.get("class"), properties.get("class_index"))
     return records
 
 
@@ -554,6 +229,7 @@ def _read_csv(path: Path, points_crs: _CoordinateSystem | None, image_crs: CRS |
 def _read_geopackage(
     path: Path, points_crs: _CoordinateSystem | None, image_crs: CRS | None
 ) -> _PointRecords:
+    """Read the one point layer of a GeoPackage through pyogrio (GDAL decodes the geometries)."""
     try:
         layers = [str(name) for name, kind in pyogrio.list_layers(path) if "Point" in str(kind)]
         if len(layers) != 1:
@@ -572,24 +248,56 @@ def _read_geopackage(
     records = _PointRecords(unit="feature")
     declared = _parse_crs(meta["crs"], f"{path}: layer CRS") if meta["crs"] else None
     records.crs = _choose_crs(path, declared, image_crs, points_crs)
-    for number, (wkb, name, index) in enumerate(zip(geometries, names, indices, strict=True), start=1):
-        for x, y in _wkb_points(wkb, f"{path}: feature {number}"):
+    for number, (geometry, name, index) in enumerate(
+        zip(_as_geojson_geometries(geometries, meta["geometry_type"]), names, indices, strict=True), start=1
+    ):
+        for x, y, *_ in _positions(geometry, f"{path}: feature {number}"):
             records.add(x, y, number, name, index)
     return records
 
 
-def _wkb_points(wkb: bytes | None, where: str) -> list[tuple[float, float]]:
-    """Parse a 2D WKB Point or MultiPoint (as pyogrio returns them) into ``(x, y)`` pairs."""
-    if not wkb or len(wkb) < 5:
-        raise PointsegError(f"{where}: no geometry; expected a Point")
-    order = "<" if wkb[0] == 1 else ">"
-    (kind,) = struct.unpack_from(f"{order}I", wkb, 1)
-    if kind == 1:
-        return [struct.unpack_from(f"{order}dd", wkb, 5)]
-    if kind == 4:
-        (count,) = struct.unpack_from(f"{order}I", wkb, 5)
-        return [_wkb_points(wkb[9 + 21 * i : 30 + 21 * i], where)[0] for i in range(count)]
-    raise PointsegError(f"{where}: WKB geometry type {kind}; expected a Point (1) or MultiPoint (4)")
+def _as_geojson_geometries(geometries: np.ndarray, geometry_type: str) -> list[Any]:
+    """Turn WKB geometries, as pyogrio reads them, into GeoJSON geometries, with GDAL's GeoJSON writer.
+
+    The coordinates are copied unchanged (the CRS is the layer's, read separately).
+    """
+    if not len(geometries):
+        return []
+    with tempfile.TemporaryDirectory(prefix="pointseg-") as folder, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="'crs' was not provided")
+        converted = Path(folder) / "layer.geojson"
+        pyogrio.raw.write(
+            converted,
+            geometry=geometries,
+            field_data=[],
+            fields=[],
+            geometry_type=geometry_type,
+            driver="GeoJSON",
+        )
+        return [feature.get("geometry") for feature in json.loads(converted.read_text())["features"]]
+
+
+def _positions(geometry: Any, where: str) -> list[list[Any]]:
+    """The ``[x, y]`` positions of a GeoJSON Point or MultiPoint geometry.
+
+    Raises:
+        PointsegError: naming ``where`` for any other geometry, or malformed coordinates.
+    """
+    kind = geometry.get("type") if isinstance(geometry, dict) else None
+    coordinates = geometry.get("coordinates") if isinstance(geometry, dict) else None
+    if kind == "Point":
+        coordinates = [coordinates]
+    elif kind != "MultiPoint":
+        raise PointsegError(f"{where} has geometry {kind!r}; expected Point or MultiPoint")
+    positions = coordinates or []
+    for position in positions:
+        if (
+            not isinstance(position, list)
+            or len(position) < 2
+            or not all(isinstance(v, (int, float)) for v in position[:2])
+        ):
+            raise PointsegError(f"{where} has coordinates {position!r}; expected [x, y]")
+    return positions
 
 
 def _read_points_file(

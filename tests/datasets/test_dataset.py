@@ -1,0 +1,167 @@
+import numpy as np
+import pytest
+import torch
+import yaml
+from rasterio.transform import from_origin
+
+from fake_data import UTM, block_labels, folder_labels, write_dubai, write_raster
+from pointseg.datasets import dataset as dataset_module
+from pointseg.datasets import discover_dataset
+from pointseg.datasets.dataset import SegmentationDataset, collate_samples
+from pointseg.datasets.point_sources import SimulatedPoints
+from pointseg.errors import PointsegError
+from pointseg.normalization import BandStats
+from pointseg.points import PointProtocol
+from pointseg.schema import IGNORE_INDEX, ClassSchema
+
+IDENTITY3 = BandStats((0.0,) * 3, (1.0,) * 3)
+PROTOCOL = PointProtocol("density", density=0.05, seed=1)
+
+
+def crop_origin(sample: dict, scene: int) -> tuple[int, int]:
+    """(row, col) of a crop of the folder fake, from its transform (10 m pixels)."""
+    _, _, x, _, _, y = sample["transform"]
+    return round((5_000_000 + 1000 * scene - y) / 10), round((x - 300_000) / 10)
+
+
+def test_samples_are_normalized_with_the_band_stats(folder) -> None:
+    stats = BandStats((10.0, 20.0, 30.0), (2.0, 4.0, 5.0))
+    raw = SegmentationDataset(folder.refs, folder.schema, IDENTITY3)[0]["image"]
+    normalized = SegmentationDataset(folder.refs, folder.schema, stats)[0]["image"]
+    expected = (raw - torch.tensor([10.0, 20.0, 30.0])[:, None, None]) / torch.tensor([2.0, 4.0, 5.0])[
+        :, None, None
+    ]
+    torch.testing.assert_close(normalized, expected)
+
+
+# ---------------------------------------------------------------- whole samples and crops
+
+
+def test_whole_sample_layout(folder) -> None:
+    dataset = SegmentationDataset(folder.refs, folder.schema, IDENTITY3)
+    assert len(dataset) == 2
+    sample = dataset[0]
+    assert set(sample) == {"image", "mask", "path", "id", "crs", "transform"}
+    assert (sample["image"].dtype, sample["image"].shape) == (torch.float32, (3, 40, 40))
+    assert (sample["mask"].dtype, sample["mask"].shape) == (torch.int64, (40, 40))
+    assert isinstance(sample["crs"], str)
+    assert sample["transform"] == (10.0, 0.0, 300000.0, 0.0, -10.0, 5000000.0)
+    np.testing.assert_array_equal(sample["mask"].numpy(), folder_labels(0))
+    assert "mask" not in SegmentationDataset(folder.refs, folder.schema, IDENTITY3, with_masks=False)[0]
+
+
+def test_random_crops_are_windows_of_crop_size(folder, monkeypatch) -> None:
+    windows = []
+    real_read_pixels = dataset_module.read_pixels
+
+    def recording_read_pixels(dataset, window=None, out_shape=None):
+        windows.append(window)
+        return real_read_pixels(dataset, window, out_shape)
+
+    monkeypatch.setattr(dataset_module, "read_pixels", recording_read_pixels)
+    whole = SegmentationDataset(folder.refs, folder.schema, IDENTITY3, points=SimulatedPoints(PROTOCOL))
+    crops = SegmentationDataset(
+        folder.refs,
+        folder.schema,
+        IDENTITY3,
+        crop_size=16,
+        crops_per_image=4,
+        points=SimulatedPoints(PROTOCOL),
+    )
+    assert len(crops) == 8
+    full = [whole[0], whole[1]]
+    windows.clear()
+    torch.manual_seed(0)
+    origins = set()
+    for index in range(len(crops)):
+        crop = crops[index]
+        scene = index // 4
+        assert crop["id"] == f"scene_{scene}"
+        row, col = crop_origin(crop, scene)
+        assert 0 <= row <= 24 and 0 <= col <= 24
+        origins.add((scene, row, col))
+        for key in ("image", "mask", "points"):
+            assert crop[key].shape[-2:] == (16, 16)
+            torch.testing.assert_close(crop[key], full[scene][key][..., row : row + 16, col : col + 16])
+    assert len(origins) > 2  # the crops move
+    assert [(w.width, w.height) for w in windows] == [(16, 16)] * 8  # never the whole image
+
+
+def test_crops_larger_than_the_image_are_padded_with_ignore(folder) -> None:
+    dataset = SegmentationDataset(
+        folder.refs, folder.schema, IDENTITY3, crop_size=48, points=SimulatedPoints(PROTOCOL)
+    )
+    whole = SegmentationDataset(folder.refs, folder.schema, IDENTITY3, points=SimulatedPoints(PROTOCOL))[1]
+    sample = dataset[1]
+    assert sample["image"].shape == (3, 48, 48)
+    torch.testing.assert_close(sample["image"][:, :40, :40], whole["image"])
+    assert (sample["image"][:, 40:] == 0).all() and (sample["image"][:, :, 40:] == 0).all()
+    for key in ("mask", "points"):
+        assert sample[key].shape == (48, 48)
+        torch.testing.assert_close(sample[key][:40, :40], whole[key])
+        assert (sample[key][40:] == IGNORE_INDEX).all()
+        assert (sample[key][:, 40:] == IGNORE_INDEX).all()
+    assert sample["transform"] == whole["transform"]
+
+
+def test_crop_padded_along_one_side_only(tmp_path) -> None:
+    write_dubai(tmp_path, tiles=(1,), per_tile=1, size=(48, 56))  # 48 rows, 56 columns
+    refs = discover_dataset("dubai", tmp_path).refs
+    torch.manual_seed(3)
+    sample = SegmentationDataset(refs, discover_dataset("dubai", tmp_path).schema, IDENTITY3, crop_size=52)[0]
+    assert sample["mask"].shape == (52, 52)
+    assert (sample["mask"][48:] == IGNORE_INDEX).all()
+    assert (sample["mask"][:48] != IGNORE_INDEX).any()
+
+
+def test_mask_of_another_size_is_an_error_even_if_larger(folder) -> None:
+    for size in (30, 50):
+        path = write_raster(folder.refs[0].mask_path, np.ones((size, size), dtype=np.uint8))
+        for crop_size in (None, 16):
+            dataset = SegmentationDataset(folder.refs, folder.schema, IDENTITY3, crop_size=crop_size)
+            with pytest.raises(
+                PointsegError, match=rf"^{path}: mask is {size}x{size} px, but image .*scene_0.tif is 40x40"
+            ):
+                dataset[0]
+
+
+def test_empty_dataset_is_an_error(folder) -> None:
+    with pytest.raises(PointsegError, match="empty dataset"):
+        SegmentationDataset([], folder.schema, IDENTITY3)
+
+
+def test_collate_samples(folder) -> None:
+    dataset = SegmentationDataset(
+        folder.refs, folder.schema, IDENTITY3, crop_size=16, points=SimulatedPoints(PROTOCOL)
+    )
+    samples = [dataset[0], dataset[1]]
+    batch = collate_samples(samples)
+    assert batch["image"].shape == (2, 3, 16, 16)
+    assert batch["mask"].shape == (2, 16, 16)
+    assert batch["points"].dtype == torch.int64
+    torch.testing.assert_close(batch["mask"][1], samples[1]["mask"])
+    assert batch["id"] == ["scene_0", "scene_1"]
+    assert batch["path"] == [s["path"] for s in samples]
+    assert batch["transform"] == [s["transform"] for s in samples]
+    assert batch["crs"] == [s["crs"] for s in samples]
+
+
+def test_dataset_reads_non_georeferenced_and_georeferenced_alike(tmp_path) -> None:
+    # The same pixels as a PNG (no CRS) and as a GeoTIFF give the same image and mask.
+    labels = block_labels(20, 30, 3, seed=5)
+    image = np.stack([labels * 50] * 3).astype(np.uint8)
+    for name, crs in (("png", None), ("tif", UTM)):
+        transform = from_origin(100, 200, 1, 1) if crs else None
+        write_raster(tmp_path / name / "images" / f"x.{name}", image, crs, transform)
+        write_raster(tmp_path / name / "masks" / f"x.{name}", labels + 1, crs, transform)
+    schema_path = tmp_path / "schema.yaml"
+    schema_path.write_text(
+        yaml.safe_dump(ClassSchema("toy", ("a", "b", "c"), ((9, 9, 9),) * 3, "index", (1, 2, 3)).to_dict())
+    )
+    samples = []
+    for name in ("png", "tif"):
+        discovery = discover_dataset("folder", tmp_path / name, schema_path)
+        samples.append(SegmentationDataset(discovery.refs, discovery.schema, IDENTITY3)[0])
+    assert "crs" not in samples[0] and "crs" in samples[1]
+    torch.testing.assert_close(samples[0]["image"], samples[1]["image"])
+    torch.testing.assert_close(samples[0]["mask"], samples[1]["mask"])
