@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from fake_data import write_raster
-from pointseg.datasets import BandStats
 from pointseg.errors import PointsegError
 from pointseg.inference import (
     ArraySource,
@@ -19,6 +18,7 @@ from pointseg.inference import (
     predict_labels,
     read_reflected,
 )
+from pointseg.normalization import BandStats
 from pointseg.schema import IGNORE_INDEX
 
 CLASSES = 4
