@@ -12,7 +12,8 @@ import torch
 from pointseg.checkpoint import load_trained_model
 from pointseg.config import TrainConfig, load_config
 from pointseg.errors import PointsegError
-from pointseg.training import RUN_DIR_VARIABLE, split_samples, train
+from pointseg.runs import RUN_DIR_VARIABLE
+from pointseg.training import split_samples, train
 
 CPU_SMALL = Path(__file__).resolve().parents[1] / "configs" / "cpu_small.yaml"
 

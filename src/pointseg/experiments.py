@@ -59,8 +59,9 @@ from pointseg.evaluation import evaluate_model, predict_samples, report_json
 from pointseg.plots import plot_density_curve, plot_qualitative
 from pointseg.points import PointProtocol
 from pointseg.raster import atomic_output, read_mask, read_window
+from pointseg.runs import RUN_DIR_VARIABLE, write_json
 from pointseg.schema import IGNORE_INDEX, ClassSchema
-from pointseg.training import RUN_DIR_VARIABLE, point_source, split_samples, train, write_json
+from pointseg.training import point_source, split_samples, train
 
 DEFAULT_REGIMES = (
     "density:0.01",
