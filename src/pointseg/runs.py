@@ -76,8 +76,11 @@ def default_run_name(config: TrainConfig) -> str:
 
 
 def checkpoints_of(run_dir: Path) -> list[Path]:
-    """The checkpoint files of a run folder (none for a run stopped before its first epoch ended)."""
-    return sorted((run_dir / "checkpoints").glob("*.ckpt"))
+    """The checkpoint files of a run folder (none for a run stopped before its first epoch ended).
+
+    Hidden files are left out: they are temporary files of a write that was interrupted.
+    """
+    return sorted(p for p in (run_dir / "checkpoints").glob("*.ckpt") if not p.name.startswith("."))
 
 
 def is_unfinished_run(run_dir: Path) -> bool:
