@@ -273,7 +273,9 @@ def test_kill_9_loses_at_most_the_epoch_in_progress_and_resume_needs_only_the_ru
     settings.append("optim.lr=1e-9")
     command = [sys.executable, "-m", "pointseg", "train", "--config", str(CPU_SMALL)]
     command += [part for value in settings for part in ("--set", value)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
     assert process.stdout is not None
     lines = []
     for line in process.stdout:  # stdout is a pipe: one plain line per epoch
@@ -282,7 +284,11 @@ def test_kill_9_loses_at_most_the_epoch_in_progress_and_resume_needs_only_the_ru
             process.send_signal(signal.SIGKILL)
             break
     process.wait(timeout=60)
+    process.stdout.close()
     assert process.returncode == -signal.SIGKILL, lines
+    assert (
+        "GPU available" in log.read_text() and "litlogger" not in log.read_text()
+    )  # Lightning's tip is hidden
     assert "train_loss" in lines[-1] and "val_miou" in lines[-1] and "left ~" in lines[-1]
     run_dir = tmp_path / "killed"
     done = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
@@ -390,3 +396,25 @@ def test_a_config_typo_is_reported_before_the_training_stack_is_imported(tmp_pat
     )
     assert done.stdout.split("\n")[:2] == ["1", "[]"], done.stdout + done.stderr
     assert "optim.lrr" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_checkpoints_are_written_beside_and_renamed_into_place(tmp_path: Path, monkeypatch) -> None:
+    from lightning.fabric.plugins import TorchCheckpointIO
+
+    from pointseg.training import AtomicCheckpointIO
+
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    written: list[Path] = []
+    save = TorchCheckpointIO.save_checkpoint
+
+    def record(self, checkpoint, path, storage_options=None) -> None:
+        written.append(Path(path))
+        assert not target.exists() or torch.load(target, weights_only=True) == {"epoch": 0}
+        save(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", record)
+    AtomicCheckpointIO().save_checkpoint({"epoch": 0}, target)
+    AtomicCheckpointIO().save_checkpoint({"epoch": 1}, target)
+    assert target not in written and all(path.parent == target.parent for path in written)
+    assert torch.load(target, weights_only=True) == {"epoch": 1}
+    assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
