@@ -222,8 +222,11 @@ def continue_run_folder(run_dir: Path, config: TrainConfig, environment: dict[st
     stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
     saved = run_dir / CONFIG_FILE
     text = dump_config(config)
-    if yaml.safe_load(saved.read_text()) != yaml.safe_load(text):
-        os.replace(saved, run_dir / f"config-before-{stamp}.yaml")
+    before = saved.read_text()
+    if yaml.safe_load(before) != yaml.safe_load(text):
+        # Copy, then replace: a run folder never lacks its config.yaml, even if killed in between.
+        with atomic_output(run_dir / f"config-before-{stamp}.yaml") as temporary:
+            temporary.write_text(before)
         with atomic_output(saved) as temporary:
             temporary.write_text(text)
     write_json(run_dir / f"environment-resume-{stamp}.json", environment)
