@@ -1,10 +1,11 @@
 """Training with Lightning: a DataModule for the splits and a LightningModule for the task.
 
-Lightning owns the loop. It also provides checkpoints (best on val mIoU, and last), resume,
-early stopping, the progress bar, CSV/TensorBoard logs, seeding, gradient clipping, mixed
-precision and DDP. This module holds only what is specific to point-supervised segmentation:
-train on the point labels (or dense masks), validate on whole images' dense masks with the
-same sliding window as prediction, and log the macro mIoU.
+Lightning owns the loop. It also provides checkpoints (best on val mIoU, and last after every
+epoch), resume, early stopping, the progress bar, CSV/TensorBoard logs, seeding, gradient
+clipping, mixed precision and DDP. This module holds only what is specific to point-supervised
+segmentation: train on the point labels (or dense masks), validate on whole images' dense masks
+with the same sliding window as prediction, log the macro mIoU, and report each epoch in a line
+when no terminal shows a progress bar. The run folder itself is kept by :mod:`pointseg.runs`.
 """
 
 from __future__ import annotations
