@@ -10,7 +10,7 @@ import pytest
 import pointseg  # noqa: F401
 from fake_data import write_deepglobe
 from pointseg.cli import main
-from pointseg.training import RUN_DIR_VARIABLE
+from pointseg.runs import RUN_DIR_VARIABLE
 
 Cli = Callable[..., tuple[int, str, str]]
 

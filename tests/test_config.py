@@ -79,3 +79,10 @@ def test_dump_round_trips(tmp_path: Path) -> None:
     config = load_config(CONFIGS / "dubai_cpu_small.yaml")
     (tmp_path / "resolved.yaml").write_text(dump_config(config))
     assert load_config(tmp_path / "resolved.yaml") == config
+
+
+def test_a_config_that_is_not_utf8_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("run_name: café\n".encode("latin-1"))
+    with pytest.raises(PointsegError, match=r"latin1\.yaml: not UTF-8 text"):
+        load_config(path)

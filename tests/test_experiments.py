@@ -26,7 +26,7 @@ from pointseg.experiments import (
     summarise,
     write_density_summary,
 )
-from pointseg.training import RUN_DIR_VARIABLE
+from pointseg.runs import RUN_DIR_VARIABLE
 
 CPU_SMALL = Path(__file__).resolve().parents[1] / "configs" / "cpu_small.yaml"
 

@@ -2,40 +2,45 @@ import csv
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 from pointseg.checkpoint import load_trained_model
-from pointseg.config import TrainConfig, load_config
+from pointseg.config import TrainConfig, dump_config, load_config
 from pointseg.errors import PointsegError
-from pointseg.training import RUN_DIR_VARIABLE, train
+from pointseg.runs import RUN_DIR_VARIABLE
+from pointseg.training import train
 
 CPU_SMALL = Path(__file__).resolve().parents[1] / "configs" / "cpu_small.yaml"
 
 
+def small_overrides(data: Path, out: Path) -> list[str]:
+    """``--set`` values that point the shipped small CPU config at tiny fake rasters, shrunk to seconds."""
+    return [
+        f"data.root={data}",
+        "data.val=['102']",
+        "data.test=['103']",
+        "data.crop_size=64",
+        "data.crops_per_image=4",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "points.density=0.2",
+        "eval.tile=64",
+        "trainer.log_every_n_steps=1",
+        f"output_dir={out}",
+    ]
+
+
 def small_config(data: Path, out: Path, *extra: str) -> TrainConfig:
     """The shipped small CPU config, pointed at tiny fake rasters and shrunk to seconds."""
-    return load_config(
-        CPU_SMALL,
-        [
-            f"data.root={data}",
-            "data.val=['102']",
-            "data.test=['103']",
-            "data.crop_size=64",
-            "data.crops_per_image=4",
-            "data.batch_size=4",
-            "data.num_workers=0",
-            "points.density=0.2",
-            "eval.tile=64",
-            "trainer.log_every_n_steps=1",
-            f"output_dir={out}",
-            *extra,
-        ],
-    )
+    return load_config(CPU_SMALL, [*small_overrides(data, out), *extra])
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:
@@ -214,3 +219,190 @@ def test_optimisers_and_schedules(schedule: str, optimizer: str, tmp_path: Path)
         scheduler["scheduler"].step()
     assert rates[0] == pytest.approx(0.01) and rates[-1] < 0.002  # decays to near zero over the 10 steps
     assert all(a >= b for a, b in itertools.pairwise(rates))
+
+
+def test_train_twice_in_one_process_keeps_runs_apart_and_the_process_unchanged(
+    fake_deepglobe: Path, tmp_path: Path
+) -> None:
+    from lightning_utilities.core import rank_zero
+
+    environment, filters = dict(os.environ), list(warnings.filters)
+    first = train(
+        small_config(fake_deepglobe, tmp_path, "trainer.max_epochs=1", "run_name=first"), progress=False
+    )
+    assert dict(os.environ) == environment and warnings.filters == filters and not rank_zero.log.filters
+    second = train(
+        small_config(fake_deepglobe, tmp_path, "trainer.max_epochs=1", "run_name=second"), progress=False
+    )
+    assert (first, second) == (tmp_path / "first", tmp_path / "second")
+    assert load_config(first / "config.yaml").run_name == "first"
+    assert (second / "checkpoints" / "last.ckpt").is_file() and (second / "summary.json").is_file()
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_scratch(
+    fake_deepglobe: Path, tmp_path: Path
+) -> None:
+    config = small_config(fake_deepglobe, tmp_path, "trainer.max_epochs=1", "run_name=early")
+    run_dir = tmp_path / "early"
+    (run_dir / "logs" / "version_0").mkdir(parents=True)
+    (run_dir / "logs" / "version_0" / "metrics.csv").write_text("epoch,val_miou\n7,0.99\n")
+    (run_dir / "config.yaml").write_text(dump_config(config))
+    assert train(config, resume=run_dir, progress=False) == run_dir
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert {row["epoch"] for row in read_metrics(run_dir) if row.get("val_miou")} == {"0"}
+
+
+def test_kill_9_loses_at_most_the_epoch_in_progress_and_resume_needs_only_the_run_folder(
+    fake_deepglobe: Path, tmp_path: Path, cli
+) -> None:
+    """A training killed with SIGKILL resumes from the epoch before the kill, from its saved config."""
+    settings = [*small_overrides(fake_deepglobe, tmp_path), "trainer.max_epochs=40", "run_name=killed"]
+    # With a learning rate this small validation never improves: best.ckpt stays at epoch 0.
+    settings.append("optim.lr=1e-9")
+    command = [sys.executable, "-m", "pointseg", "train", "--config", str(CPU_SMALL)]
+    command += [part for value in settings for part in ("--set", value)]
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:  # stdout is a pipe: one plain line per epoch
+        lines.append(line)
+        if line.startswith("epoch 3/40"):
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=60)
+    process.stdout.close()
+    assert process.returncode == -signal.SIGKILL, lines
+    assert (
+        "GPU available" in log.read_text() and "litlogger" not in log.read_text()
+    )  # Lightning's tip is hidden
+    assert "train_loss" in lines[-1] and "val_miou" in lines[-1] and "left ~" in lines[-1]
+    run_dir = tmp_path / "killed"
+    done = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
+    assert done >= 1  # epochs 0-2 had ended; the third may have been saving when it was killed
+    target = done + 3
+    code, out, err = cli("train", "--resume", run_dir, "--set", f"trainer.max_epochs={target}")
+    assert code == 0, err
+    assert f"epoch {done + 2}/{target}" in out and f"epoch {target}/{target}" in out
+    assert "best val mIoU: " in out and f"best checkpoint: {run_dir / 'checkpoints' / 'best.ckpt'}" in out
+    assert f"next: pointseg evaluate --checkpoint {run_dir / 'checkpoints' / 'best.ckpt'}" in out
+    assert "litlogger" not in out + err and "Tip" not in out + err
+    assert json.loads((run_dir / "summary.json").read_text())["epochs"] == target
+    validated = {int(row["epoch"]) for row in read_metrics(run_dir) if row.get("val_miou")}
+    assert validated == set(range(target))
+    # the run keeps both the settings it started with and the ones it continued with
+    assert load_config(run_dir / "config.yaml").trainer.max_epochs == target
+    (before,) = run_dir.glob("config-before-*.yaml")
+    assert load_config(before).trainer.max_epochs == 40
+
+
+class RunsCode:
+    """Unpickling this creates a file: a stand-in for a checkpoint that runs code when loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return Path.touch, (self.marker,)
+
+
+def resumable_run(root: Path, name: str, checkpoint: object, config: TrainConfig) -> Path:
+    run_dir = root / name
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(dump_config(config))
+    if isinstance(checkpoint, bytes):
+        (run_dir / "checkpoints" / "last.ckpt").write_bytes(checkpoint)
+    else:
+        torch.save(checkpoint, run_dir / "checkpoints" / "last.ckpt")
+    return run_dir
+
+
+def test_a_bad_checkpoint_fails_the_resume_with_one_line_and_writes_nothing(
+    fake_deepglobe: Path, tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    config = small_config(fake_deepglobe, tmp_path)
+    saved = config.model_dump(mode="json", by_alias=True)
+    hparams = {"config": saved, "schema": {}, "band_stats": {}}
+    marker = tmp_path / "code-was-run"
+    cases = {
+        "pickle": ({"state_dict": {}, "hyper_parameters": hparams, "x": RunsCode(marker)}, "refused"),
+        "text": (b"hello", "not a readable PyTorch checkpoint"),
+        "no-weights": ({"hyper_parameters": hparams}, "has no state_dict"),
+        "unknown-key": (
+            {"state_dict": {}, "hyper_parameters": {**hparams, "config": {**saved, "colour": 1}}},
+            "colour: Extra inputs are not permitted",
+        ),
+        "empty-config": (
+            {"state_dict": {}, "hyper_parameters": {**hparams, "config": {}}},
+            "data: Field required",
+        ),
+    }
+    for name, (checkpoint, expected) in cases.items():
+        run_dir = resumable_run(tmp_path / "runs", name, checkpoint, config)
+        files = sorted(run_dir.rglob("*"))
+        code, _, err = cli("train", "--resume", run_dir)
+        assert code == 1 and err.startswith("error: ") and expected in err, (name, err)
+        assert str(run_dir / "checkpoints" / "last.ckpt") in err and "Traceback" not in err, name
+        assert sorted(run_dir.rglob("*")) == files, name
+    assert not marker.exists()
+
+
+def test_resume_refuses_another_config_unless_the_changes_are_named(
+    fake_deepglobe: Path, tmp_path: Path, cli
+) -> None:
+    config = small_config(fake_deepglobe, tmp_path, "run_name=run")
+    run_dir = resumable_run(tmp_path, "run", b"never read", config)
+    other = tmp_path / "other.yaml"
+    other.write_text(dump_config(small_config(fake_deepglobe, tmp_path, "run_name=run", "optim.lr=0.5")))
+    code, _, err = cli("train", "--resume", run_dir, "--config", other)
+    assert code == 1 and "optim.lr" in err and "--set" in err
+    code, _, err = cli("train")
+    assert code == 1 and "--config is required" in err
+
+
+def test_a_config_typo_is_reported_before_the_training_stack_is_imported(tmp_path: Path) -> None:
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(f"extends: {CPU_SMALL}\noptim:\n  lrr: 0.1\n")
+    script = textwrap.dedent(
+        """
+        import sys
+        from pointseg.cli import main
+        before = set(sys.modules)
+        sys.argv = ["pointseg", "train", "--config", sys.argv[1]]
+        try:
+            main()
+        except SystemExit as done:
+            print(done.code)
+        heavy = {"torch", "lightning", "segmentation_models_pytorch", "timm", "kornia", "pointseg.training"}
+        print(sorted(m for m in set(sys.modules) - before if m in heavy or m.split(".")[0] in heavy))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(typo)], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.split("\n")[:2] == ["1", "[]"], done.stdout + done.stderr
+    assert "optim.lrr" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_checkpoints_are_written_beside_and_renamed_into_place(tmp_path: Path, monkeypatch) -> None:
+    from lightning.fabric.plugins import TorchCheckpointIO
+
+    from pointseg.training import AtomicCheckpointIO
+
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    written: list[Path] = []
+    save = TorchCheckpointIO.save_checkpoint
+
+    def record(self, checkpoint, path, storage_options=None) -> None:
+        written.append(Path(path))
+        assert not target.exists() or torch.load(target, weights_only=True) == {"epoch": 0}
+        save(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", record)
+    AtomicCheckpointIO().save_checkpoint({"epoch": 0}, target)
+    AtomicCheckpointIO().save_checkpoint({"epoch": 1}, target)
+    assert target not in written and all(path.parent == target.parent for path in written)
+    assert torch.load(target, weights_only=True) == {"epoch": 1}
+    assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]

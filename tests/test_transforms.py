@@ -47,3 +47,17 @@ def test_no_geometry_and_jitter_only_changes_intensity() -> None:
 def test_other_keys_pass_through() -> None:
     batch = {**position_batch(), "id": ["a", "b"]}
     assert BatchAugmentation()(batch)["id"] == ["a", "b"]
+
+
+def test_the_geometric_pipeline_is_built_once_per_crop_size(monkeypatch) -> None:
+    augment = BatchAugmentation(flips=True, rotate90=True, color_jitter=0.0, random_crop=0.25)
+    built: list[tuple[int, int]] = []
+    build = augment._build_geometric
+    monkeypatch.setattr(
+        augment, "_build_geometric", lambda size, count: built.append(size) or build(size, count)
+    )
+    for _ in range(3):
+        augment(position_batch(16))
+        augment(position_batch(32))
+    assert built == [(16, 16), (32, 32)]
+    assert augment.geometric((16, 16), 2) is augment.geometric((16, 16), 2)

@@ -8,6 +8,7 @@ never downloads anything.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pointseg.config import TrainConfig
+from pointseg.config import TrainConfig, parse_config
 from pointseg.errors import PointsegError
 from pointseg.models import build_model
 from pointseg.normalization import BandStats
@@ -61,18 +62,26 @@ class TrainedModel:
         }
 
 
-def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
-    """Rebuild the network of a ``pointseg train`` checkpoint and load its weights.
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a ``pointseg train`` checkpoint as tensors and plain data, never running pickled code.
+
+    ``weights_only=True`` is passed explicitly, so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` cannot turn it off.
 
     Raises:
-        PointsegError: if the file is missing, is not a checkpoint, or was not written by pointseg.
+        PointsegError: if the file is missing, unreadable, holds other Python objects, or lacks
+            the weights, the class schema, the band statistics or the saved config.
     """
     path = Path(path)
     if not path.is_file():
         raise PointsegError(f"{path}: no such checkpoint file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types (KeyError, UnpicklingError, ...) for bad files
+    except Exception as error:  # torch.load raises many types (KeyError, RuntimeError, ...) for bad files
+        if isinstance(error, pickle.UnpicklingError) and str(error).startswith("Weights only load failed"):
+            raise PointsegError(
+                f"{path}: refused: the checkpoint holds Python objects other than tensors and plain data, "
+                "which could run code when loaded; expected a checkpoint written by `pointseg train`"
+            ) from error
         reason = (str(error).splitlines() or [type(error).__name__])[0]
         raise PointsegError(
             f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {reason})"
@@ -83,7 +92,41 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> 
             f"{path}: not a pointseg checkpoint (no config, schema and band statistics); "
             "expected a checkpoint written by `pointseg train`"
         )
-    config = TrainConfig.model_validate(hparams["config"])
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        raise PointsegError(
+            f"{path}: the checkpoint has no state_dict (the weights); expected a `pointseg train` checkpoint"
+        )
+    return checkpoint
+
+
+def saved_config(checkpoint: dict[str, Any], path: str | Path) -> TrainConfig:
+    """The training settings saved in a checkpoint read by :func:`read_checkpoint`.
+
+    Raises:
+        PointsegError: naming the file and each invalid field (an unknown key, an empty config).
+    """
+    return parse_config(checkpoint["hyper_parameters"]["config"], f"{path} (its saved config)")
+
+
+def check_resumable(path: str | Path) -> None:
+    """Check a checkpoint before Lightning loads it to resume (Lightning unpickles it in full).
+
+    Raises:
+        PointsegError: as :func:`read_checkpoint` and :func:`saved_config`.
+    """
+    saved_config(read_checkpoint(path), path)
+
+
+def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
+    """Rebuild the network of a ``pointseg train`` checkpoint and load its weights.
+
+    Raises:
+        PointsegError: if the file is missing, is not a checkpoint, or was not written by pointseg.
+    """
+    path = Path(path)
+    checkpoint = read_checkpoint(path)
+    hparams = checkpoint["hyper_parameters"]
+    config = saved_config(checkpoint, path)
     schema = ClassSchema.from_dict(hparams["schema"], source=str(path))
     band_stats = BandStats.from_dict(hparams["band_stats"])
     settings = config.model

@@ -173,22 +173,39 @@ def points_import(
 
 @app.command("train")
 def train_command(
-    config: Annotated[Path, typer.Option("--config", "-c", help="YAML config (see configs/).")],
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML config (see configs/); not needed with --resume."),
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a setting: key.path=value (repeatable).")
     ] = None,
     resume: Annotated[
-        Path | None, typer.Option("--resume", help="Continue a run: its folder or a checkpoint file.")
+        Path | None,
+        typer.Option(
+            "--resume", help="Continue a run with its saved config: its folder (or a checkpoint in it)."
+        ),
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+    progress: Annotated[
+        bool, typer.Option(help="Show progress (a bar on a terminal, else a line per epoch).")
+    ] = True,
 ) -> None:
     """Train on point labels (or dense masks); validate by macro mIoU on dense masks."""
     from pointseg.config import load_config
+    from pointseg.runs import resolve_resume, resume_settings, run_report
+
+    # Settings are validated before the training stack (torch, Lightning) is imported.
+    if resume is not None:
+        settings = resume_settings(resolve_resume(resume).run_dir, config, set_ or [])
+    elif config is None:
+        raise PointsegError("--config is required to start a run (or --resume RUN_DIR to continue one)")
+    else:
+        settings = load_config(config, set_ or [])
     from pointseg.training import train
 
-    settings = load_config(config, set_ or [])
     run_dir = train(settings, resume=resume, progress=progress)
-    console.print(f"run folder: {run_dir}")
+    for line in run_report(run_dir, settings):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command("evaluate")
@@ -218,7 +235,7 @@ def evaluate_command(
     from pointseg.checkpoint import load_trained_model
     from pointseg.datasets import discover_dataset, select_refs
     from pointseg.evaluation import evaluate_model, report_json
-    from pointseg.training import write_json
+    from pointseg.runs import write_json
 
     precision = check_choice("--precision", precision, ("fp32", "bf16"))
     trained = load_trained_model(checkpoint, device)

@@ -205,9 +205,11 @@ def read_config_data(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path.resolve() in seen:
         raise PointsegError(f"{path}: 'extends' forms a cycle: {' -> '.join(map(str, seen))}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as error:
         raise PointsegError(f"{path}: cannot read config ({error.strerror})") from error
+    except UnicodeDecodeError as error:
+        raise PointsegError(f"{path}: not UTF-8 text (byte {error.start}); expected a YAML config") from error
     except yaml.YAMLError as error:
         raise PointsegError(f"{path}: not valid YAML: {error}") from error
     if not isinstance(data, dict):

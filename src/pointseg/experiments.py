@@ -58,8 +58,9 @@ from pointseg.evaluation import evaluate_model, predict_samples, report_json
 from pointseg.plots import plot_density_curve, plot_qualitative
 from pointseg.points import SPEC_FORMS, STRATEGY_PARAMETERS, PointProtocol
 from pointseg.raster import atomic_output, read_mask, read_window
+from pointseg.runs import RUN_DIR_VARIABLE, write_json
 from pointseg.schema import IGNORE_INDEX, ClassSchema
-from pointseg.training import RUN_DIR_VARIABLE, point_source, train, write_json
+from pointseg.training import point_source, train
 
 DEFAULT_REGIMES = (
     "density:0.01",

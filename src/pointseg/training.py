@@ -1,28 +1,28 @@
 """Training with Lightning: a DataModule for the splits and a LightningModule for the task.
 
-Lightning owns the loop. It also provides checkpoints (best on val mIoU, and last), resume,
-early stopping, the progress bar, CSV/TensorBoard logs, seeding, gradient clipping, mixed
-precision and DDP. This module holds only what is specific to point-supervised segmentation:
-train on the point labels (or dense masks), validate on whole images' dense masks with the
-same sliding window as prediction, and log the macro mIoU.
+Lightning owns the loop. It also provides checkpoints (best on val mIoU, and last after every
+epoch), resume, early stopping, the progress bar, CSV/TensorBoard logs, seeding, gradient
+clipping, mixed precision and DDP. This module holds only what is specific to point-supervised
+segmentation: train on the point labels (or dense masks), validate on whole images' dense masks
+with the same sliding window as prediction, log the macro mIoU, and report each epoch in a line
+when no terminal shows a progress bar. The run folder itself is kept by :mod:`pointseg.runs`.
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import contextlib
+import logging
 import os
-import platform
-import subprocess
 import sys
 import time
 import warnings
-from datetime import datetime
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import (
     Callback,
     EarlyStopping,
@@ -33,21 +33,35 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.utilities import rank_zero_only
+from lightning_utilities.core import rank_zero as lightning_rank_zero
 from torch.utils.data import DataLoader
 
-import pointseg
-from pointseg.config import TrainConfig, dump_config
+from pointseg.checkpoint import check_resumable
+from pointseg.config import TrainConfig
 from pointseg.datasets import SampleRef, split_samples
 from pointseg.datasets.dataset import SegmentationDataset, collate_samples
 from pointseg.datasets.point_sources import PointsDirectory, PointSource, SimulatedPoints
-from pointseg.errors import PointsegError
 from pointseg.inference import ArraySource, LabelSink, SlidingWindowPredictor
 from pointseg.losses import build_loss
 from pointseg.metrics import SegmentationMetrics
 from pointseg.models import build_model
 from pointseg.normalization import BandStats
 from pointseg.raster import atomic_output
-from pointseg.schema import ClassSchema
+from pointseg.runs import (
+    RUN_DIR_VARIABLE,
+    ResumePoint,
+    collect_metrics,
+    continue_run_folder,
+    new_run_dir,
+    preserved_environment,
+    resolve_resume,
+    run_environment,
+    shared_run_dir,
+    start_run_folder,
+    write_json,
+)
+from pointseg.schema import IGNORE_INDEX, ClassSchema
 from pointseg.transforms import BatchAugmentation
 
 MONITOR = "val_miou"
@@ -191,7 +205,7 @@ class SegmentationTask(L.LightningModule):
             batch_size=batch_size,
             sync_dist=True,
         )
-        labelled = (target != 255).float().mean()
+        labelled = (target != IGNORE_INDEX).float().mean()
         self.log(
             "train_labelled_fraction",
             labelled,
@@ -281,141 +295,131 @@ class MetricsFileCallback(Callback):
     on_train_end = on_validation_epoch_end
 
 
-def collect_metrics(run_dir: Path) -> Path:
-    """Merge ``logs/version_*/metrics.csv`` (in session order) into ``<run>/metrics.csv``."""
-    rows: list[dict[str, str]] = []
-    fields: list[str] = []
-    versions = sorted(
-        (run_dir / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1])
-    )
-    for path in versions:
-        with path.open(newline="") as file:
-            reader = csv.DictReader(file)
-            fields += [f for f in reader.fieldnames or [] if f not in fields]
-            rows.extend(reader)
-    target = run_dir / "metrics.csv"
-    with atomic_output(target) as temporary, temporary.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    return target
+class EpochLines(Callback):
+    """One plain line per epoch, for logs and pipes, where a progress bar shows nothing.
 
-
-def run_environment(config: TrainConfig, splits: dict[str, list[SampleRef]]) -> dict[str, Any]:
-    """Versions, git commit, command line and data paths recorded in each run folder."""
-    import lightning
-    import segmentation_models_pytorch
-    import timm
-
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain"],
-                capture_output=True,
-                text=True,
-                cwd=Path(__file__).resolve().parent,
-            ).stdout.strip()
-        )
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = None, None
-    return {
-        "command": sys.argv,
-        "started": datetime.now().isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "python": platform.python_version(),
-        "versions": {
-            "pointseg": pointseg.__version__,
-            "torch": torch.__version__,
-            "lightning": lightning.__version__,
-            "segmentation_models_pytorch": segmentation_models_pytorch.__version__,
-            "timm": timm.__version__,
-        },
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "data_root": str(Path(config.data.root).resolve()),
-        "splits": {name: [ref.id for ref in refs] for name, refs in splits.items()},
-        "points_directory": str(config.points.directory) if config.points.directory else None,
-    }
-
-
-RUN_DIR_VARIABLE = "POINTSEG_RUN_DIR"
-"""Set by the first process so that the processes Lightning launches for DDP share its run folder."""
-
-
-def default_run_name(config: TrainConfig) -> str:
-    """``<time or job id>-<format>-<labels>``, e.g. ``20261121-101500-deepglobe-density-0.01``.
-
-    Under SLURM or torchrun every process starts on its own, so the job's id replaces the time.
+    ``epoch 3/50  train_loss 0.8123  val_miou 0.4210  val_accuracy 0.7712  elapsed 2m10s  left ~34m``:
+    the time left is this session's mean epoch time times the epochs still to train.
     """
-    if config.supervision == "dense":
-        labels = "dense"
-    elif config.points.directory is not None:
-        labels = "points-" + Path(config.points.directory).name
-    else:
-        labels = config.points.protocol().slug
-    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
-    stamp = f"job{job}" if job and job != "none" else f"{datetime.now():%Y%m%d-%H%M%S}"
-    return f"{stamp}-{config.data.format}-{labels}"
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.first_epoch = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Start the clock (a resumed run starts counting at its first new epoch)."""
+        self.started = time.monotonic()
+        self.first_epoch = trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Print the line of the epoch that ended (validation has run by now)."""
+        if not trainer.is_global_zero:
+            return
+        epoch = trainer.current_epoch + 1
+        elapsed = time.monotonic() - self.started
+        left = elapsed / max(1, epoch - self.first_epoch) * max(0, (trainer.max_epochs or epoch) - epoch)
+        parts = [f"epoch {epoch}/{trainer.max_epochs}"]
+        for name in ("train_loss_epoch", MONITOR, "val_accuracy"):
+            if name in trainer.callback_metrics:
+                parts.append(f"{name.removesuffix('_epoch')} {float(trainer.callback_metrics[name]):.4f}")
+        parts += [f"elapsed {format_duration(elapsed)}", f"left ~{format_duration(left)}"]
+        print("  ".join(parts), flush=True)
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically."""
-    with atomic_output(path) as temporary:
-        temporary.write_text(json.dumps(data, indent=2, default=str) + "\n")
+def format_duration(seconds: float) -> str:
+    """``45s``, ``2m10s`` or ``1h05m``."""
+    minutes, second = divmod(round(seconds), 60)
+    hours, minute = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minute:02d}m"
+    return f"{minute}m{second:02d}s" if minute else f"{second}s"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, through a temporary file renamed into place.
+
+    A process killed while it writes ``last.ckpt`` leaves the previous ``last.ckpt`` whole.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        """Write ``checkpoint`` beside ``path``, then rename it to ``path``."""
+        with atomic_output(path) as temporary:
+            super().save_checkpoint(checkpoint, temporary, storage_options)
+
+
+class _HideTips(logging.Filter):
+    """Drops Lightning's advertising ("💡 Tip: ... try installing litlogger ...")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("💡 Tip")
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Hide Lightning's tips and two known, harmless warnings; restore both filters afterwards."""
+    log = lightning_rank_zero.log
+    tips = _HideTips()
+    log.addFilter(tips)
+    try:
+        with warnings.catch_warnings():
+            # Lightning's own use of a deprecated torch API, and a resumed run's checkpoint folder.
+            warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            yield
+    finally:
+        log.removeFilter(tips)
 
 
 def train(config: TrainConfig, resume: Path | None = None, progress: bool = True) -> Path:
     """Train a model as configured and return its run folder.
 
+    The process is left as it was found: environment variables and warning filters are restored,
+    so ``train()`` can be called again in the same process.
+
     Args:
-        config: Validated settings.
-        resume: A run folder or checkpoint to continue from (epoch count, optimizer and all).
-        progress: Show Lightning's rich progress bar.
+        config: Validated settings (for a resumed run: the settings it continues with, see
+            :func:`pointseg.runs.resume_settings`).
+        resume: A run folder, or a checkpoint in its ``checkpoints/`` folder, to continue from
+            (epoch count, optimizer and all); a run folder without a checkpoint starts again.
+        progress: Show progress: a progress bar on a terminal, one line per epoch otherwise.
 
     Returns:
         The run folder with ``config.yaml``, ``environment.json``, ``checkpoints/{best,last}.ckpt``,
         ``metrics.csv``, ``logs/`` and ``summary.json``.
+
+    Raises:
+        PointsegError: for a resume target that is not a run folder or an unsafe or invalid
+            checkpoint (checked before anything is written), or a taken run folder.
     """
-    checkpoint: Path | None = None
-    if resume is not None:
-        checkpoint = resume / "checkpoints" / "last.ckpt" if resume.is_dir() else resume
-        if not checkpoint.is_file():
-            raise PointsegError(f"--resume {resume}: no checkpoint at {checkpoint}")
-        run_dir = checkpoint.parent.parent
-    elif os.environ.get(RUN_DIR_VARIABLE):
-        run_dir = Path(os.environ[RUN_DIR_VARIABLE])  # a DDP process launched by the first one
+    with preserved_environment(), quiet_lightning():
+        point = resolve_resume(resume) if resume is not None else None
+        if point is not None and point.checkpoint is not None:
+            check_resumable(point.checkpoint)
+        return _fit(config, point, progress)
+
+
+def _fit(config: TrainConfig, point: ResumePoint | None, progress: bool) -> Path:
+    checkpoint = point.checkpoint if point is not None else None
+    if os.environ.get(RUN_DIR_VARIABLE):
+        run_dir = Path(os.environ[RUN_DIR_VARIABLE])  # a DDP process launched by rank zero
+    elif point is not None:
+        run_dir = point.run_dir
     else:
-        run_dir = Path(config.output_dir) / (config.run_name or default_run_name(config))
-        if (run_dir / "checkpoints").exists():
-            raise PointsegError(
-                f"{run_dir} already holds a run; choose another run_name or use --resume {run_dir}"
-            )
-        os.environ[RUN_DIR_VARIABLE] = str(run_dir)
-    # Known, harmless: Lightning's own use of a deprecated torch API, and a resumed run's checkpoint folder.
-    warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
-    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        run_dir = new_run_dir(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
     schema, splits = split_samples(config.data)
     band_stats = BandStats.estimate(
         [ref.image_path for ref in splits["train"]], max_images=config.data.band_stats_images
     )
-    is_global_zero = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
-    if is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_output(run_dir / "config.yaml") as temporary:
-            temporary.write_text(dump_config(config))
-        write_json(
-            run_dir
-            / ("environment.json" if checkpoint is None else f"environment-resume-{int(time.time())}.json"),
-            run_environment(config, splits),
-        )
+
+    @rank_zero_only
+    def record_session() -> None:
+        record = start_run_folder if checkpoint is None else continue_run_folder
+        record(run_dir, config, run_environment(config, splits))
+
+    record_session()
     datamodule = SegmentationDataModule(config, schema, splits, band_stats)
     task = SegmentationTask(
         config.model_dump(mode="json", by_alias=True),
@@ -428,15 +432,25 @@ def train(config: TrainConfig, resume: Path | None = None, progress: bool = True
         filename="best",
         monitor=MONITOR,
         mode="max",
-        save_last=True,
         auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    # Unmonitored: rewritten after every epoch, so a crash loses at most the epoch in progress.
+    last = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="last",
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
     )
     # Lightning's Timer keeps the elapsed training time in every checkpoint, so a resumed run
     # reports the time of all its sessions, not only the last one.
     timer = Timer(duration=None, verbose=False)
-    callbacks: list[Callback] = [best, timer, LearningRateMonitor(), MetricsFileCallback(run_dir)]
-    if progress:
+    callbacks: list[Callback] = [best, last, timer, LearningRateMonitor(), MetricsFileCallback(run_dir)]
+    interactive = progress and sys.stdout.isatty()
+    if interactive:
         callbacks.append(RichProgressBar())
+    elif progress:
+        callbacks.append(EpochLines())
     trainer_config = config.trainer
     if trainer_config.early_stopping_patience:
         callbacks.append(EarlyStopping(MONITOR, mode="max", patience=trainer_config.early_stopping_patience))
@@ -456,10 +470,12 @@ def train(config: TrainConfig, resume: Path | None = None, progress: bool = True
         limit_train_batches=trainer_config.limit_train_batches,
         callbacks=callbacks,
         logger=[CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tensorboard")],
-        enable_progress_bar=progress,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=interactive,
         enable_model_summary=False,
     )
-    trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint)
+    with shared_run_dir(run_dir):
+        trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     if trainer.is_global_zero:
         write_json(
             run_dir / "summary.json",

@@ -37,8 +37,19 @@ class BatchAugmentation(nn.Module):
         self.random_crop = random_crop
         self.flips = flips
         self.rotate90 = rotate90
+        self._pipelines: dict[tuple[tuple[int, int], int], K.AugmentationSequential | None] = {}
 
-    def _geometric(self, size: tuple[int, int], label_keys: list[str]) -> K.AugmentationSequential | None:
+    def geometric(self, size: tuple[int, int], label_count: int) -> K.AugmentationSequential | None:
+        """The geometric pipeline for images of ``size`` with ``label_count`` label maps (None: no step).
+
+        Built once per crop size and label count, then reused for every batch.
+        """
+        key = (size, label_count)
+        if key not in self._pipelines:
+            self._pipelines[key] = self._build_geometric(size, label_count)
+        return self._pipelines[key]
+
+    def _build_geometric(self, size: tuple[int, int], label_count: int) -> K.AugmentationSequential | None:
         steps: list[K.AugmentationBase2D] = []
         if self.flips:
             steps += [K.RandomHorizontalFlip(), K.RandomVerticalFlip()]
@@ -49,7 +60,7 @@ class BatchAugmentation(nn.Module):
             steps.append(K.RandomCrop(size, padding=padding))
         if not steps:
             return None
-        return K.AugmentationSequential(*steps, data_keys=["input", *(["mask"] * len(label_keys))])
+        return K.AugmentationSequential(*steps, data_keys=["input", *(["mask"] * label_count)])
 
     @torch.no_grad()
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -57,7 +68,7 @@ class BatchAugmentation(nn.Module):
         image = batch["image"]
         label_keys = [key for key in LABEL_KEYS if key in batch]
         out = dict(batch)
-        geometric = self._geometric((image.shape[-2], image.shape[-1]), label_keys)
+        geometric = self.geometric((image.shape[-2], image.shape[-1]), len(label_keys))
         if geometric is not None:
             # Labels travel as float (label + 1) so that padding (0) can be told apart from class 0.
             shifted = [(batch[key].float() + 1).unsqueeze(1) for key in label_keys]
