@@ -270,3 +270,51 @@ def build_loss(
         return CrossEntropyLoss(ignore_index=ignore_index, weight=weight)
     choices = ", ".join(repr(n) for n in LOSS_NAMES)
     raise PointsegError(f"loss {name!r} is not known; expected one of {choices}")
+
+
+def weighted_partial_cross_entropy(
+    logits: Tensor,
+    target: Tensor,
+    pixel_weight: Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    weight: Tensor | None = None,
+    eps: float = 1e-8,
+) -> Tensor:
+    r"""Partial cross-entropy with a weight per pixel (e.g. expanded point labels).
+
+    .. math::
+
+        L = \frac{\sum_{i \in \Omega_L} v_i \, w_{y_i} \, (-\log p_{i, y_i})}
+                 {\sum_{i \in \Omega_L} v_i + \epsilon}
+
+    where :math:`v_i` is ``pixel_weight`` (1 on clicked points, below 1 on pixels labelled by
+    superpixel expansion, see :func:`pointseg.label_expansion.expand_points`) and :math:`w` the
+    optional class weights. The normaliser is the sum of the pixel weights, so with all pixel
+    weights 1 this is :func:`partial_cross_entropy`.
+
+    Args:
+        logits: ``(B, C, H, W)`` unnormalised scores, any float dtype.
+        target: ``(B, H, W)`` int64 labels in ``0..C-1``; ``ignore_index`` marks unlabelled pixels.
+        pixel_weight: ``(B, H, W)`` non-negative weights; ignored where ``target`` is
+            ``ignore_index``.
+        ignore_index: Label of unlabelled pixels (default ``IGNORE_INDEX`` = 255).
+        weight: Optional ``(C,)`` class weights.
+        eps: Added to the weight sum so that an all-unlabelled batch gives 0, not NaN.
+
+    Returns:
+        Scalar float32 loss; 0 with an all-zero gradient when no pixel is labelled.
+
+    Raises:
+        ValueError: if ``pixel_weight`` is not shaped like ``target``.
+        PointsegError: if ``weight`` does not have one value per class.
+    """
+    if pixel_weight.shape != target.shape:
+        raise ValueError(
+            f"expected pixel_weight shaped like target {tuple(target.shape)}, got {tuple(pixel_weight.shape)}"
+        )
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        nll, labelled, class_weight = _labelled_nll(logits, target, ignore_index, weight)
+        confidence = torch.where(labelled, pixel_weight.float(), torch.zeros_like(nll))
+        per_pixel = nll * confidence if class_weight is None else nll * confidence * class_weight
+        total = torch.where(labelled, per_pixel, torch.zeros_like(per_pixel)).sum()
+        return total / (confidence.sum() + eps)
