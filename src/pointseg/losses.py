@@ -13,6 +13,7 @@ or float16, and even inside an autocast region.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -270,3 +271,158 @@ def build_loss(
         return CrossEntropyLoss(ignore_index=ignore_index, weight=weight)
     choices = ", ".join(repr(n) for n in LOSS_NAMES)
     raise PointsegError(f"loss {name!r} is not known; expected one of {choices}")
+
+
+def weighted_partial_cross_entropy(
+    logits: Tensor,
+    target: Tensor,
+    pixel_weight: Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    weight: Tensor | None = None,
+    eps: float = 1e-8,
+) -> Tensor:
+    r"""Partial cross-entropy with a weight per pixel (e.g. expanded point labels).
+
+    .. math::
+
+        L = \frac{\sum_{i \in \Omega_L} v_i \, w_{y_i} \, (-\log p_{i, y_i})}
+                 {\sum_{i \in \Omega_L} v_i + \epsilon}
+
+    where :math:`v_i` is ``pixel_weight`` (1 on clicked points, below 1 on pixels labelled by
+    superpixel expansion, see :func:`pointseg.label_expansion.expand_points`) and :math:`w` the
+    optional class weights. The normaliser is the sum of the pixel weights, so with all pixel
+    weights 1 this is :func:`partial_cross_entropy`.
+
+    Args:
+        logits: ``(B, C, H, W)`` unnormalised scores, any float dtype.
+        target: ``(B, H, W)`` int64 labels in ``0..C-1``; ``ignore_index`` marks unlabelled pixels.
+        pixel_weight: ``(B, H, W)`` non-negative weights; ignored where ``target`` is
+            ``ignore_index``.
+        ignore_index: Label of unlabelled pixels (default ``IGNORE_INDEX`` = 255).
+        weight: Optional ``(C,)`` class weights.
+        eps: Added to the weight sum so that an all-unlabelled batch gives 0, not NaN.
+
+    Returns:
+        Scalar float32 loss; 0 with an all-zero gradient when no pixel is labelled.
+
+    Raises:
+        ValueError: if ``pixel_weight`` is not shaped like ``target``.
+        PointsegError: if ``weight`` does not have one value per class.
+    """
+    if pixel_weight.shape != target.shape:
+        raise ValueError(
+            f"expected pixel_weight shaped like target {tuple(target.shape)}, got {tuple(pixel_weight.shape)}"
+        )
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        nll, labelled, class_weight = _labelled_nll(logits, target, ignore_index, weight)
+        confidence = torch.where(labelled, pixel_weight.float(), torch.zeros_like(nll))
+        per_pixel = nll * confidence if class_weight is None else nll * confidence * class_weight
+        total = torch.where(labelled, per_pixel, torch.zeros_like(per_pixel)).sum()
+        return total / (confidence.sum() + eps)
+
+
+def propagation_loss(
+    logits: Tensor,
+    image: Tensor,
+    valid: Tensor | None = None,
+    radius: int = 2,
+    sigma_colour: float = 0.5,
+    sigma_xy: float = 2.0,
+    eps: float = 1e-8,
+) -> Tensor:
+    r"""Pairwise loss that pushes neighbouring pixels of similar colour to the same class.
+
+    A gated-CRF-like energy (Obukhov et al., "Gated CRF loss for weakly supervised semantic
+    image segmentation", 2019) with the quadratic relaxation of the Potts model:
+
+    .. math::
+
+        L = \frac{1}{|V| + \epsilon} \sum_{\{i, j\} \subset V,\ 0 < \|x_i - x_j\|_\infty \le r}
+            K_{ij} \, \tfrac12 \|p_i - p_j\|^2, \qquad
+        K_{ij} = \exp\Big(-\frac{\|c_i - c_j\|^2}{2\sigma_c^2} - \frac{\|x_i - x_j\|^2}{2\sigma_{xy}^2}\Big)
+
+    over each unordered pair of valid pixels ``i, j`` in a ``(2r+1) x (2r+1)`` window, where
+    :math:`p = \mathrm{softmax}(\text{logits})`, :math:`c` the image bands and :math:`x` the
+    pixel position. For one-hot predictions the pair term is the Potts cost ``[y_i != y_j]``;
+    unlike Potts' linear relaxation it is zero for any prediction that is constant over the
+    image. It needs no labels: used next to a partial loss, it carries the points' classes to
+    unlabelled pixels of the same colour, and it stops at colour edges, where the kernel vanishes.
+
+    Args:
+        logits: ``(B, C, H, W)`` unnormalised scores, any float dtype.
+        image: ``(B, D, H, W)`` image the kernel compares, in the units of ``sigma_colour``
+            (pointseg's normalised bands: standard deviations per band).
+        valid: Optional ``(B, H, W)`` bool, the pixels that take part (e.g. not padding); all
+            pixels if None.
+        radius: Window radius ``r`` in pixels (>= 1).
+        sigma_colour: Colour bandwidth :math:`\sigma_c` (> 0).
+        sigma_xy: Spatial bandwidth :math:`\sigma_{xy}` in pixels (> 0).
+        eps: Added to the valid-pixel count so that a batch without valid pixels gives 0.
+
+    Returns:
+        Scalar float32 loss per valid pixel; computed in float32 even for bfloat16 or float16
+        logits and inside an autocast region.
+
+    Raises:
+        ValueError: for mismatched shapes or a non-positive radius or bandwidth.
+    """
+    batch, _, height, width = logits.shape
+    if image.ndim != 4 or image.shape[0] != batch or image.shape[2:] != logits.shape[2:]:
+        raise ValueError(
+            f"expected logits (B, C, H, W) and image (B, D, H, W) of one size, got {tuple(logits.shape)} "
+            f"and {tuple(image.shape)}"
+        )
+    if valid is not None and valid.shape != (batch, height, width):
+        raise ValueError(f"expected valid (B, H, W) = {(batch, height, width)}, got {tuple(valid.shape)}")
+    if radius < 1 or not sigma_colour > 0 or not sigma_xy > 0:
+        raise ValueError(f"radius {radius}, sigma_colour {sigma_colour}, sigma_xy {sigma_xy}: expected > 0")
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        probs = F.softmax(logits.float(), dim=1)
+        colours = image.detach().float()
+        gate = (torch.ones_like(probs[:, 0]) if valid is None else valid.float()).detach()
+        total = probs.new_zeros(())
+        # Each unordered pair once: offsets (dy, dx) in the lower half of the window.
+        for dy in range(radius + 1):
+            for dx in range(-radius, radius + 1):
+                if dy == 0 and dx <= 0:
+                    continue
+                first, second = _window_pair(dy, dx, height, width)
+                colour_distance = (colours[first] - colours[second]).pow(2).sum(1)
+                kernel = torch.exp(
+                    -colour_distance / (2 * sigma_colour**2) - (dy * dy + dx * dx) / (2 * sigma_xy**2)
+                )
+                kernel = kernel * gate[first] * gate[second]
+                energy = 0.5 * (probs[first] - probs[second]).pow(2).sum(1)
+                total = total + (kernel * energy).sum()
+        return total / (gate.sum() + eps)
+
+
+def _window_pair(dy: int, dx: int, height: int, width: int) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """Indexes ``[..., rows, cols]`` of the pixels ``i`` and of their neighbours ``i + (dy, dx)``.
+
+    Indexing a ``(..., H, W)`` tensor with either gives two aligned ``(..., H - dy, W - |dx|)`` views.
+    """
+    columns = (
+        (slice(0, width - dx), slice(dx, width)) if dx >= 0 else (slice(-dx, width), slice(0, width + dx))
+    )
+    return (..., slice(0, height - dy), columns[0]), (..., slice(dy, height), columns[1])
+
+
+class PropagationLoss(nn.Module):
+    """Module form of :func:`propagation_loss`; ``forward(logits, image, valid=None)``."""
+
+    def __init__(self, radius: int = 2, sigma_colour: float = 0.5, sigma_xy: float = 2.0) -> None:
+        super().__init__()
+        self.radius = radius
+        self.sigma_colour = sigma_colour
+        self.sigma_xy = sigma_xy
+
+    def forward(self, logits: Tensor, image: Tensor, valid: Tensor | None = None) -> Tensor:
+        """Return the propagation loss of ``(B, C, H, W)`` logits over a ``(B, D, H, W)`` image."""
+        return propagation_loss(
+            logits, image, valid, radius=self.radius, sigma_colour=self.sigma_colour, sigma_xy=self.sigma_xy
+        )
+
+    def extra_repr(self) -> str:
+        """Show the settings in ``repr(module)``."""
+        return f"radius={self.radius}, sigma_colour={self.sigma_colour}, sigma_xy={self.sigma_xy}"

@@ -2,15 +2,17 @@
 
 :func:`build_model` always creates the smp model with ``encoder_weights=None`` (smp's default,
 ``"imagenet"``, downloads from the Hugging Face Hub and hangs for a long time without a network)
-and then loads weights itself, from a local file or, after a quick connectivity check, from the
-hub through smp/timm.
+and then loads weights itself: from a local file, from a package that ships them (see
+:mod:`pointseg.pretrained`), or, after a quick connectivity check, from the hub through smp/timm.
 
 Why GroupNorm: point labels make for small batches, and smp's DeepLabV3(+) decoder hard-codes
 ``nn.BatchNorm2d``, including after the ASPP image-pooling branch whose input is ``1 x 1``. In
 training mode BatchNorm over a ``(1, C, 1, 1)`` tensor has a single value per channel and raises
 ``ValueError: Expected more than 1 value per channel when training``, so batch size 1 fails
 outright, and small batches give noisy statistics. GroupNorm normalises each sample on its own and
-behaves the same in training and evaluation.
+behaves the same in training and evaluation. With a pretrained encoder, ``norm="frozen"`` keeps its
+ImageNet BatchNorm statistics fixed instead (GroupNorm cannot reuse them: copying the affine
+parameters of a BatchNorm into a GroupNorm does not reproduce what the layer computed).
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ from safetensors.torch import load_file as load_safetensors
 from segmentation_models_pytorch.encoders import TimmUniversalEncoder, get_encoder
 from segmentation_models_pytorch.encoders import encoders as smp_encoders
 from segmentation_models_pytorch.encoders._utils import patch_first_conv
-from timm.layers import BatchNormAct2d, GroupNormAct
+from timm.layers import BatchNormAct2d, GroupNormAct, freeze_batch_norm_2d
 from timm.models import get_pretrained_cfg, is_model, is_model_pretrained
 from torch import Tensor, nn
 
 from pointseg.errors import PointsegError
+from pointseg.pretrained import offline_weights
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ ARCHITECTURES: dict[str, type[smp.base.SegmentationModel]] = {
 }
 """Architecture names accepted by :func:`build_model`."""
 
-NORMS = ("group", "batch")
+NORMS = ("group", "batch", "frozen")
 """Normalisation layers accepted by :func:`build_model`."""
 
 GROUP_COUNTS = (32, 16, 8, 4, 2, 1)
@@ -79,13 +82,19 @@ def build_model(
             followed by a timm model name (``"tu-convnext_tiny"``).
         norm: ``"group"`` (default): every ``BatchNorm2d``, in encoder, decoder and heads, becomes
             a ``GroupNorm`` (see :func:`convert_batchnorm_to_groupnorm`); ``"batch"``: keep smp's
-            BatchNorm, which fails in training at batch size 1 (see the module docstring).
+            BatchNorm, which fails in training at batch size 1 (see the module docstring);
+            ``"frozen"``: the encoder's BatchNorms become torchvision's ``FrozenBatchNorm2d``
+            (timm's ``FrozenBatchNormAct2d`` where an activation is fused), which keep the loaded
+            statistics and affine parameters fixed and normalise the same way in training and
+            evaluation, while the decoder and heads, which have nothing pretrained, use GroupNorm.
         weights: ``None`` or ``"none"`` for random initialisation; the path of a local state dict
             (``.pth``, ``.pt``, ``.bin``, ``.safetensors``; a checkpoint holding one under
             ``"state_dict"`` also works) for the encoder or the whole model; or a hub name that
             smp knows for this encoder, e.g. ``"imagenet"`` (for ``"tu-"`` encoders any hub name
-            means timm's pretrained weights for the tag in the encoder name). Pretrained weights
-            for 3 bands are adapted to ``in_channels`` the way smp does it.
+            means timm's pretrained weights for the tag in the encoder name). Pairs shipped in an
+            installed package (:data:`pointseg.pretrained.OFFLINE_WEIGHTS`, e.g.
+            ``"tu-efficientnet_lite0"`` with ``"imagenet"``) load without a network. Pretrained
+            weights for 3 bands are adapted to ``in_channels`` the way smp does it.
 
     Returns:
         An ``nn.Module`` mapping ``(B, in_channels, H, W)`` float images to ``(B, C, H, W)``
@@ -111,17 +120,31 @@ def build_model(
         encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=num_classes
     )
     if weights is not None and weights.lower() != "none":
-        path = Path(weights).expanduser()
-        if path.is_file():
-            load_weights_file(model, path, ignore_batchnorm_statistics=norm == "group")
-        elif path.suffix.lower() in (".pth", ".pt", ".bin", ".safetensors", ".ckpt") or "/" in weights:
-            raise PointsegError(f"weights file {weights} does not exist")
-        else:
-            pretrained = _download_encoder(encoder, weights, in_channels)
-            model.get_submodule("encoder").load_state_dict(pretrained.state_dict())
-    if norm == "group":
+        _load_weights(model, encoder, weights, in_channels, ignore_batchnorm_statistics=norm == "group")
+    if norm == "frozen":
+        freeze_batch_norm_2d(model.get_submodule("encoder"))  # in place: the encoder is no BatchNorm
+    if norm in ("group", "frozen"):
         convert_batchnorm_to_groupnorm(model)
     return model
+
+
+def _load_weights(
+    model: nn.Module, encoder: str, weights: str, in_channels: int, ignore_batchnorm_statistics: bool
+) -> None:
+    """Load ``weights`` (a local file, or a hub name shipped offline or downloaded) into ``model``."""
+    path = Path(weights).expanduser()
+    if path.is_file():
+        load_weights_file(model, path, ignore_batchnorm_statistics=ignore_batchnorm_statistics)
+        return
+    if path.suffix.lower() in (".pth", ".pt", ".bin", ".safetensors", ".ckpt") or "/" in weights:
+        raise PointsegError(f"weights file {weights} does not exist")
+    shipped = offline_weights(encoder, weights)
+    if shipped is not None:
+        source = f"{weights} weights of {encoder} (shipped offline)"
+        load_state(model, shipped, source, ignore_batchnorm_statistics=ignore_batchnorm_statistics)
+        return
+    pretrained = _download_encoder(encoder, weights, in_channels)
+    model.get_submodule("encoder").load_state_dict(pretrained.state_dict())
 
 
 def _check_encoder_name(encoder: str) -> None:
@@ -209,7 +232,26 @@ def load_weights_file(model: nn.Module, path: Path, ignore_batchnorm_statistics:
     Raises:
         PointsegError: if the file cannot be read, holds no tensors, or none of them matches.
     """
-    state = _read_state_dict(path)
+    load_state(model, _read_state_dict(path), str(path), ignore_batchnorm_statistics)
+
+
+def load_state(
+    model: nn.Module, state: Mapping[str, Tensor], source: str, ignore_batchnorm_statistics: bool = False
+) -> None:
+    """Load a state dict into ``model`` or into its encoder, whichever it fits best.
+
+    This is :func:`load_weights_file` for a state dict already in memory; see there for how
+    tensors are matched, adapted and reported.
+
+    Args:
+        model: An smp segmentation model (with ``.encoder``).
+        state: ``name -> Tensor``.
+        source: Where ``state`` comes from, for messages (a path, or a description).
+        ignore_batchnorm_statistics: Do not count BatchNorm running statistics as missing.
+
+    Raises:
+        PointsegError: if none of the tensors matches.
+    """
     encoder = model.get_submodule("encoder")
     targets: dict[str, nn.Module] = {"model": model, "encoder": encoder}
     if isinstance(encoder, TimmUniversalEncoder):
@@ -228,24 +270,24 @@ def load_weights_file(model: nn.Module, path: Path, ignore_batchnorm_statistics:
     if count == 0:
         model_keys = list(model.state_dict())[:3]
         raise PointsegError(
-            f"{path}: none of its {len(state)} tensors matches the model or its encoder by name and "
+            f"{source}: none of its {len(state)} tensors matches the model or its encoder by name and "
             f"shape (file has e.g. {list(state)[:3]}; the model has e.g. {model_keys}). Expected a "
             f"state dict saved from {getattr(model, 'name', type(model).__name__)} or from its encoder"
         )
     target = targets[target_name]
-    skipped = set()
-    if ignore_batchnorm_statistics:
-        skipped = {
-            f"{name}.{stat}"
-            for name, module in target.named_modules()
-            if isinstance(module, nn.BatchNorm2d)
-            for stat in _BATCHNORM_STATISTICS
-        }
+    # BatchNorm's step counter is never worth a warning; the statistics only when they are dropped.
+    statistics = _BATCHNORM_STATISTICS if ignore_batchnorm_statistics else _BATCHNORM_STATISTICS[-1:]
+    skipped = {
+        f"{name}.{stat}"
+        for name, module in target.named_modules()
+        if isinstance(module, nn.BatchNorm2d)
+        for stat in statistics
+    }
     missing = [key for key in target.state_dict() if key not in matched and key not in skipped]
     unexpected = [key for key in state if not (key.startswith(prefix) and key[len(prefix) :] in matched)]
     target.load_state_dict(matched, strict=False)
     summary = (
-        f"{path}: loaded {count} tensors into the {target_name}"
+        f"{source}: loaded {count} tensors into the {target_name}"
         + (f" (file prefix {prefix!r})" if prefix else "")
         + f"; {len(missing)} missing, {len(unexpected)} unexpected or mismatched"
         + adapted
