@@ -11,7 +11,8 @@ from pointseg.baselines import (
     predict_pixel_forest,
     tiled_features,
 )
-from pointseg.datasets import PointsDirectory, SimulatedPoints, deepglobe, discover_dataset
+from pointseg.datasets import deepglobe, discover_dataset
+from pointseg.datasets.point_sources import PointsDirectory, SimulatedPoints
 from pointseg.errors import PointsegError
 from pointseg.points import PointProtocol
 from pointseg.raster import read_mask

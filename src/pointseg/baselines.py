@@ -22,7 +22,8 @@ import torch
 from scipy import ndimage
 from sklearn.ensemble import RandomForestClassifier
 
-from pointseg.datasets import PointSource, SampleRef
+from pointseg.datasets import SampleRef
+from pointseg.datasets.point_sources import PointSource
 from pointseg.errors import PointsegError
 from pointseg.metrics import SegmentationMetrics, SegmentationReport
 from pointseg.raster import open_raster, read_mask, read_pixels
