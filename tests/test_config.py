@@ -48,6 +48,30 @@ def test_unknown_key_and_bad_value_name_the_field(tmp_path: Path) -> None:
     assert "optim.lrr" in message and "points.density" in message and "cpu_small.yaml" in message
 
 
+def test_expansion_and_propagation_settings_are_checked_in_one_place() -> None:
+    config = load_config(CONFIGS / "cpu_small.yaml", [])
+    assert config.points.expansion.method == "none" and config.loss.propagation_weight == 0
+    config = load_config(
+        CONFIGS / "cpu_small.yaml",
+        ["points.expansion.method=felzenszwalb", "points.expansion.weight=1", "loss.propagation_weight=0.1"],
+    )
+    assert config.points.expansion.method == "felzenszwalb" and config.loss.propagation_weight == 0.1
+    assert config.points.protocol().strategy == "density"  # expansion is not part of the protocol
+    bad = [
+        "points.expansion.method=watershed",
+        "points.expansion.weight=0",
+        "points.expansion.superpixel_size=0",
+        "loss.propagation_weight=-1",
+        "loss.propagation_radius=0",
+        "loss.propagation_sigma_colour=0",
+    ]
+    with pytest.raises(PointsegError) as error:
+        load_config(CONFIGS / "cpu_small.yaml", bad)
+    message = str(error.value)
+    for override in bad:
+        assert override.partition("=")[0] in message
+
+
 def test_override_without_equals_is_an_error() -> None:
     with pytest.raises(PointsegError, match="key=value"):
         apply_overrides({}, ["optim.lr"])

@@ -1,6 +1,7 @@
 import csv
 import itertools
 import json
+import math
 import os
 import signal
 import subprocess
@@ -180,6 +181,75 @@ def test_ddp_two_processes_on_cpu(fake_deepglobe: Path, tmp_path: Path) -> None:
     assert summary["global_step"] == 2
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["epoch"] == 0 and checkpoint["global_step"] == 2
+
+
+def test_expansion_and_propagation_train_with_weights_and_count_only_clicked_points(
+    fake_deepglobe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pointseg.training import SegmentationTask
+
+    batches: list[dict] = []
+    step = SegmentationTask.training_step
+
+    def recording_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        batches.append(batch)
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(SegmentationTask, "training_step", recording_step)
+    config = small_config(
+        fake_deepglobe,
+        tmp_path,
+        "points.expansion.method=slic",
+        "points.expansion.superpixel_size=50",
+        "points.expansion.weight=0.3",
+        "loss.propagation_weight=0.5",
+        "augment.random_crop=0.25",
+        "trainer.max_epochs=1",
+        "run_name=spread",
+    )
+    run_dir = train(config, progress=False)
+    assert batches
+    for batch in batches:
+        weights, clicked = batch["point_weights"], batch["points"] != 255
+        expanded = batch["expanded_points"] != 255
+        assert weights.dtype == torch.float32 and weights.shape == batch["points"].shape
+        assert (weights[clicked] == 1).all() and (weights[expanded & ~clicked] == pytest.approx(0.3))
+        assert (weights[~expanded] == 0).all() and expanded.sum() > clicked.sum()
+        assert batch["valid"].dtype == torch.bool
+    rows = read_metrics(run_dir)
+    # The labelled fraction still counts the clicked points only (density 0.2), not the expanded pixels.
+    fractions = [float(r["train_labelled_fraction"]) for r in rows if r.get("train_labelled_fraction")]
+    assert fractions and all(0.1 < f < 0.3 for f in fractions), fractions
+    expanded_fraction = sum(float((b["expanded_points"] != 255).float().mean()) for b in batches) / len(
+        batches
+    )
+    assert expanded_fraction > 0.3
+    propagation = [float(r["train_propagation_loss"]) for r in rows if r.get("train_propagation_loss")]
+    assert propagation and all(math.isfinite(v) and v > 0 for v in propagation)
+    loss = [float(r["train_loss_epoch"]) for r in rows if r.get("train_loss_epoch")]
+    assert loss and all(math.isfinite(v) for v in loss)
+
+
+def test_expansion_and_propagation_are_off_by_default(
+    fake_deepglobe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pointseg.training import SegmentationTask
+
+    keys: list[set[str]] = []
+    step = SegmentationTask.training_step
+
+    def recording_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        keys.append(set(batch))
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(SegmentationTask, "training_step", recording_step)
+    config = small_config(
+        fake_deepglobe, tmp_path, "trainer.max_epochs=1", "trainer.limit_train_batches=1", "run_name=plain"
+    )
+    assert config.points.expansion.method == "none" and config.loss.propagation_weight == 0
+    run_dir = train(config, progress=False)
+    assert keys and not keys[0] & {"point_weights", "expanded_points", "valid"}
+    assert not any(r.get("train_propagation_loss") for r in read_metrics(run_dir))
 
 
 @pytest.mark.parametrize("schedule", ["none", "cosine", "poly", "plateau"])

@@ -35,6 +35,26 @@ def test_labels_move_with_the_image_and_padding_is_ignored() -> None:
     assert saw_padding and saw_motion
 
 
+def test_expanded_labels_weights_and_valid_masks_move_with_the_image() -> None:
+    torch.manual_seed(1)
+    augment = BatchAugmentation(flips=True, rotate90=True, color_jitter=0.0, random_crop=0.25)
+    for _ in range(10):
+        batch = position_batch()
+        position = torch.arange(256).reshape(16, 16).expand(2, 16, 16)
+        batch["expanded_points"] = position % 4
+        batch["point_weights"] = (position % 9).float() / 8 + 0.125
+        batch["valid"] = torch.ones(2, 16, 16, dtype=torch.bool)
+        out = augment(batch)
+        padded = out["image"][:, 0] == 0
+        moved = (out["image"][:, 0] - 1000).round().long()
+        assert torch.equal(out["expanded_points"][~padded], moved[~padded] % 4)
+        assert (out["expanded_points"][padded] == IGNORE_INDEX).all()
+        assert out["point_weights"].dtype == torch.float32
+        torch.testing.assert_close(out["point_weights"][~padded], (moved[~padded] % 9).float() / 8 + 0.125)
+        assert (out["point_weights"][padded] == 0).all()
+        assert out["valid"].dtype == torch.bool and torch.equal(out["valid"], ~padded)
+
+
 def test_no_geometry_and_jitter_only_changes_intensity() -> None:
     batch = position_batch()
     out = BatchAugmentation(flips=False, rotate90=False, color_jitter=0.2, random_crop=0.0)(batch)

@@ -52,13 +52,23 @@ class DataConfig(Section):
     cache_mb: int = Field(1024, ge=0, description="per loader worker: decoded JPEG/PNG files kept in memory")
 
 
+class ExpansionConfig(Section):
+    """Superpixel expansion of the points (see :mod:`pointseg.label_expansion`); off with ``method: none``."""
+
+    method: Literal["none", "slic", "felzenszwalb"] = "none"
+    weight: float = Field(0.5, gt=0, le=1, description="loss weight of an expanded pixel (points: 1)")
+    superpixel_size: int = Field(400, ge=1, description="pixels per superpixel aimed at")
+
+
 class PointsConfig(Section, ProtocolSettings):
     """How sparse labels are made: simulated by a point protocol, or read from a folder.
 
     The protocol's settings and their ranges are those of :class:`~pointseg.points.ProtocolSettings`.
+    ``expansion`` spreads each point over its superpixel for training; it is not part of the protocol.
     """
 
     directory: Path | None = Field(None, description="read <id>.tif/.png point maps from here instead")
+    expansion: ExpansionConfig = Field(default_factory=ExpansionConfig)
 
 
 class ModelConfig(Section):
@@ -73,11 +83,19 @@ class ModelConfig(Section):
 
 
 class LossConfig(Section):
-    """The training loss: partial CE (``pce``), partial focal CE (``pfce``) or dense CE (``ce``)."""
+    """The training loss: partial CE (``pce``), partial focal CE (``pfce``) or dense CE (``ce``).
+
+    With ``propagation_weight`` above 0, that weight times :func:`pointseg.losses.propagation_loss`
+    (neighbours of similar colour pushed to one class) is added.
+    """
 
     name: Literal["pce", "pfce", "ce"] = "pce"
     gamma: float = Field(2.0, ge=0)
     class_weights: list[float] | None = None
+    propagation_weight: float = Field(0.0, ge=0, description="weight of the propagation loss; 0: off")
+    propagation_radius: int = Field(2, ge=1, description="window radius of the propagation loss, pixels")
+    propagation_sigma_colour: float = Field(0.5, gt=0, description="colour bandwidth, normalised band units")
+    propagation_sigma_xy: float = Field(2.0, gt=0, description="spatial bandwidth, pixels")
 
 
 class OptimConfig(Section):

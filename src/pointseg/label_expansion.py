@@ -14,6 +14,7 @@ Label maps follow the rest of pointseg: ``(H, W)`` integer class indices with ``
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -151,6 +152,53 @@ def expand_points(
     pure = highest == lowest
     expanded_labels = np.where(pure[segment_ids], highest[segment_ids], ignore_index)
     expanded_labels[labelled] = labels[labelled]
-    weights = np.where(pure[segment_ids], np.float32(expanded_weight), np.float32(0.0)).astype(np.float32)
-    weights[labelled] = 1.0
-    return expanded_labels, weights
+    return expanded_labels, expansion_weights(expanded_labels, labels, expanded_weight, ignore_index)
+
+
+def expansion_weights(
+    expanded: np.ndarray, points: np.ndarray, expanded_weight: float, ignore_index: int = IGNORE_INDEX
+) -> np.ndarray:
+    """The loss weight of each pixel of expanded labels: 1 on points, ``expanded_weight`` on expanded pixels.
+
+    Args:
+        expanded: ``(H, W)`` expanded labels (as :func:`expand_points` returns them, or a window of them).
+        points: ``(H, W)`` the clicked point labels of the same pixels.
+        expanded_weight: Weight of a labelled pixel that is not a point.
+        ignore_index: Label of unlabelled pixels.
+
+    Returns:
+        ``(H, W)`` float32: 1 where ``points`` is labelled, ``expanded_weight`` where only
+        ``expanded`` is, 0 elsewhere.
+    """
+    weights = np.where(expanded != ignore_index, np.float32(expanded_weight), np.float32(0.0))
+    weights[points != ignore_index] = 1.0
+    return weights.astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class PointExpansion:
+    """Superpixel expansion settings, applied to one image's points at a time (e.g. by a dataset).
+
+    Attributes:
+        method: Superpixel algorithm (see :func:`superpixels`).
+        expanded_weight: Loss weight of an expanded pixel, in ``(0, 1]``.
+        pixels_per_segment: Superpixel size aimed at, in pixels.
+    """
+
+    method: SuperpixelMethod = "slic"
+    expanded_weight: float = 0.5
+    pixels_per_segment: int = 400
+
+    def expand(self, image: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """Return the ``(H, W)`` uint8 expanded labels of a ``(C, H, W)`` image's ``(H, W)`` point labels.
+
+        The weights follow from the labels and the points with :meth:`weights`, so only the
+        labels need keeping (one byte per pixel).
+        """
+        segments = superpixels(image, self.method, self.pixels_per_segment)
+        labels, _ = expand_points(points, segments, self.expanded_weight)
+        return labels.astype(np.uint8)
+
+    def weights(self, expanded: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """``(H, W)`` float32 loss weights of (a window of) expanded labels; see :func:`expansion_weights`."""
+        return expansion_weights(expanded, points, self.expanded_weight)

@@ -43,7 +43,8 @@ from pointseg.datasets import SampleRef, split_samples
 from pointseg.datasets.dataset import SegmentationDataset, collate_samples
 from pointseg.datasets.point_sources import PointsDirectory, PointSource, SimulatedPoints
 from pointseg.inference import ArraySource, LabelSink, SlidingWindowPredictor
-from pointseg.losses import build_loss
+from pointseg.label_expansion import PointExpansion
+from pointseg.losses import PropagationLoss, build_loss, weighted_partial_cross_entropy
 from pointseg.metrics import SegmentationMetrics
 from pointseg.models import build_model
 from pointseg.normalization import BandStats
@@ -65,6 +66,14 @@ from pointseg.schema import IGNORE_INDEX, ClassSchema
 from pointseg.transforms import BatchAugmentation
 
 MONITOR = "val_miou"
+
+
+def point_expansion(config: TrainConfig) -> PointExpansion | None:
+    """The superpixel expansion of the training points, or None (off, or dense supervision)."""
+    expansion = config.points.expansion
+    if config.supervision == "dense" or expansion.method == "none":
+        return None
+    return PointExpansion(expansion.method, expansion.weight, expansion.superpixel_size)
 
 
 def point_source(config: TrainConfig) -> PointSource | None:
@@ -116,6 +125,8 @@ class SegmentationDataModule(L.LightningDataModule):
             points=point_source(self.config),
             with_masks=self.config.supervision == "dense",
             cache_bytes=data.cache_mb << 20,
+            expansion=point_expansion(self.config),
+            padding_mask=self.config.loss.propagation_weight > 0,
         )
         return DataLoader(
             dataset,
@@ -184,6 +195,11 @@ class SegmentationTask(L.LightningModule):
         )
         loss = self.settings.loss
         self.loss = build_loss(loss.name, loss.gamma, loss.class_weights)
+        self.propagation = (
+            PropagationLoss(loss.propagation_radius, loss.propagation_sigma_colour, loss.propagation_sigma_xy)
+            if loss.propagation_weight > 0
+            else None
+        )
         self.val_metrics = SegmentationMetrics(list(self.schema.classes))
         self.test_metrics = SegmentationMetrics(list(self.schema.classes))
 
@@ -192,9 +208,30 @@ class SegmentationTask(L.LightningModule):
         return self.model(image)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """One step on the labelled pixels (points, or the dense mask)."""
+        """One step on the labelled pixels (points, expanded points, or the dense mask).
+
+        With expanded points, the partial cross-entropy is weighted per pixel; with a propagation
+        weight, the propagation loss over the not-padded pixels is added.
+        """
         target = batch["points"] if self.settings.supervision == "points" else batch["mask"]
-        loss = self.loss(self(batch["image"]), target)
+        logits = self(batch["image"])
+        if "point_weights" in batch:
+            class_weights = getattr(self.loss, "weight", None)
+            loss = weighted_partial_cross_entropy(
+                logits, batch["expanded_points"], batch["point_weights"], weight=class_weights
+            )
+        else:
+            loss = self.loss(logits, target)
+        if self.propagation is not None:
+            propagation = self.propagation(logits, batch["image"], batch.get("valid"))
+            self.log(
+                "train_propagation_loss",
+                propagation,
+                on_step=False,
+                on_epoch=True,
+                batch_size=target.shape[0],
+            )
+            loss = loss + self.settings.loss.propagation_weight * propagation
         batch_size = target.shape[0]
         self.log(
             "train_loss",

@@ -1,9 +1,10 @@
 """Batch augmentation for overhead imagery, run on the training device with kornia.
 
 Geometric transforms (flips, 90-degree rotations, random crops with padding) move the image,
-the dense mask and the point labels together. Overhead imagery has no "up", so all eight
-flip/rotation combinations are valid views. Pixels that a crop pads in carry no label and
-become ``IGNORE_INDEX``. The colour jitter is a mild per-sample brightness/contrast change in
+the dense mask, the point labels and the per-pixel maps (expansion weights, the not-padded
+mask) together. Overhead imagery has no "up", so all eight flip/rotation combinations are
+valid views. Pixels that a crop pads in carry no label and become ``IGNORE_INDEX``, with
+weight 0 and not valid. The colour jitter is a mild per-sample brightness/contrast change in
 normalised units, so it works for any band count.
 """
 
@@ -15,7 +16,10 @@ from torch import nn
 
 from pointseg.schema import IGNORE_INDEX
 
-LABEL_KEYS = ("mask", "points")
+LABEL_KEYS = ("mask", "points", "expanded_points")
+"""Label maps: moved with the image, ``IGNORE_INDEX`` where padded."""
+PIXEL_KEYS = ("point_weights", "valid")
+"""Per-pixel weight or bool maps: moved with the image, 0 (False) where padded."""
 
 
 class BatchAugmentation(nn.Module):
@@ -67,17 +71,22 @@ class BatchAugmentation(nn.Module):
         """Return a new batch dict with augmented ``image`` and label maps (other keys unchanged)."""
         image = batch["image"]
         label_keys = [key for key in LABEL_KEYS if key in batch]
+        pixel_keys = [key for key in PIXEL_KEYS if key in batch]
         out = dict(batch)
-        geometric = self.geometric((image.shape[-2], image.shape[-1]), len(label_keys))
+        geometric = self.geometric((image.shape[-2], image.shape[-1]), len(label_keys) + len(pixel_keys))
         if geometric is not None:
             # Labels travel as float (label + 1) so that padding (0) can be told apart from class 0.
             shifted = [(batch[key].float() + 1).unsqueeze(1) for key in label_keys]
-            results = geometric(image, *shifted)
+            maps = [batch[key].float().unsqueeze(1) for key in pixel_keys]
+            results = geometric(image, *shifted, *maps)
             results = results if isinstance(results, (list, tuple)) else [results]
             image = results[0]
-            for key, moved in zip(label_keys, results[1:], strict=False):
+            for key, moved in zip(label_keys, results[1 : 1 + len(label_keys)], strict=True):
                 labels = moved.squeeze(1).round().long() - 1
                 out[key] = torch.where(labels < 0, torch.full_like(labels, IGNORE_INDEX), labels)
+            for key, moved in zip(pixel_keys, results[1 + len(label_keys) :], strict=True):
+                values = moved.squeeze(1)
+                out[key] = values > 0.5 if batch[key].dtype == torch.bool else values.to(batch[key].dtype)
         if self.color_jitter > 0:
             strength = self.color_jitter
             shape = (image.shape[0], 1, 1, 1)

@@ -10,6 +10,7 @@ from pointseg.datasets import discover_dataset
 from pointseg.datasets.dataset import SegmentationDataset, collate_samples
 from pointseg.datasets.point_sources import SimulatedPoints
 from pointseg.errors import PointsegError
+from pointseg.label_expansion import PointExpansion
 from pointseg.normalization import BandStats
 from pointseg.points import PointProtocol
 from pointseg.schema import IGNORE_INDEX, ClassSchema
@@ -165,3 +166,70 @@ def test_dataset_reads_non_georeferenced_and_georeferenced_alike(tmp_path) -> No
     assert "crs" not in samples[0] and "crs" in samples[1]
     torch.testing.assert_close(samples[0]["image"], samples[1]["image"])
     torch.testing.assert_close(samples[0]["mask"], samples[1]["mask"])
+
+
+# ---------------------------------------------------------------- point expansion and padding masks
+
+
+EXPANSION = PointExpansion("slic", expanded_weight=0.25, pixels_per_segment=30)
+
+
+def test_expansion_crops_are_windows_of_the_whole_expanded_sample(folder) -> None:
+    points = SimulatedPoints(PROTOCOL)
+    whole = SegmentationDataset(folder.refs, folder.schema, IDENTITY3, points=points, expansion=EXPANSION)[0]
+    plain = SegmentationDataset(folder.refs, folder.schema, IDENTITY3, points=points)[0]
+    # The clicked points are unchanged; the expanded labels hold them and more, with their weights.
+    torch.testing.assert_close(whole["points"], plain["points"])
+    clicked = whole["points"] != IGNORE_INDEX
+    expanded = whole["expanded_points"] != IGNORE_INDEX
+    assert (whole["expanded_points"][clicked] == whole["points"][clicked]).all()
+    assert expanded.sum() > clicked.sum()
+    weights = whole["point_weights"]
+    assert weights.dtype == torch.float32
+    assert (weights[clicked] == 1).all() and (weights[expanded & ~clicked] == 0.25).all()
+    assert (weights[~expanded] == 0).all()
+    crops = SegmentationDataset(
+        folder.refs,
+        folder.schema,
+        IDENTITY3,
+        crop_size=16,
+        crops_per_image=4,
+        points=points,
+        expansion=EXPANSION,
+    )
+    torch.manual_seed(0)
+    for index in range(4):
+        crop = crops[index]
+        row, col = crop_origin(crop, 0)
+        for key in ("points", "expanded_points", "point_weights"):
+            torch.testing.assert_close(crop[key], whole[key][row : row + 16, col : col + 16])
+
+
+def test_padding_pads_expanded_labels_with_ignore_weights_with_zero_and_marks_valid(folder) -> None:
+    dataset = SegmentationDataset(
+        folder.refs,
+        folder.schema,
+        IDENTITY3,
+        crop_size=48,
+        points=SimulatedPoints(PROTOCOL),
+        expansion=EXPANSION,
+        padding_mask=True,
+    )
+    samples = [dataset[0], dataset[1]]
+    sample = samples[1]
+    assert (sample["expanded_points"][40:] == IGNORE_INDEX).all()
+    assert (sample["point_weights"][:, 40:] == 0).all()
+    assert sample["valid"].dtype == torch.bool
+    assert (
+        sample["valid"][:40, :40].all()
+        and not sample["valid"][40:].any()
+        and not sample["valid"][:, 40:].any()
+    )
+    batch = collate_samples(samples)
+    assert batch["point_weights"].shape == (2, 48, 48) and batch["valid"].shape == (2, 48, 48)
+    assert "valid" not in SegmentationDataset(folder.refs, folder.schema, IDENTITY3)[0]
+
+
+def test_expansion_needs_points(folder) -> None:
+    sample = SegmentationDataset(folder.refs, folder.schema, IDENTITY3, expansion=EXPANSION)[0]
+    assert "expanded_points" not in sample and "point_weights" not in sample

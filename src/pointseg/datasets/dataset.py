@@ -15,6 +15,7 @@ from pointseg.datasets.cache import STREAM_SUFFIXES, DecodedRasterCache
 from pointseg.datasets.point_sources import PointSource
 from pointseg.datasets.samples import SampleRef, check_mask_size
 from pointseg.errors import PointsegError
+from pointseg.label_expansion import PointExpansion
 from pointseg.normalization import BandStats
 from pointseg.points import PointLabels
 from pointseg.raster import open_raster, read_mask, read_pixels
@@ -31,6 +32,10 @@ class SegmentationDataset(Dataset[Sample]):
         image:     float32 (C, H, W), normalised with ``band_stats``
         mask:      int64 (H, W) dense labels, IGNORE_INDEX where ignored   (if the dataset has masks)
         points:    int64 (H, W) sparse labels, IGNORE_INDEX where unlabelled (if a point source is given)
+        expanded_points: int64 (H, W) the points spread over their superpixels  (with ``expansion``)
+        point_weights:   float32 (H, W) loss weight of ``expanded_points``: 1 on points, less on
+                   expanded pixels, 0 where unlabelled                        (with ``expansion``)
+        valid:     bool (H, W), False on padding                              (with ``padding_mask``)
         path:      str, the image file
         id:        str, the sample id
         crs:       str (WKT) and transform: tuple of 6 floats, of the returned pixels
@@ -39,6 +44,9 @@ class SegmentationDataset(Dataset[Sample]):
     With ``crop_size`` set, each item is a random ``crop_size`` window read from disk (never the
     whole image), padded with IGNORE_INDEX labels where the image is smaller; the dataset then has
     ``crops_per_image`` items per image. Without it, each item is the whole sample, never resized.
+
+    Expansion works on the whole sample's raw pixels and points, once per sample (cached), and
+    every crop cuts the same window from the result; ``points`` stays the clicked points.
 
     The point source is checked when the dataset is built, so a missing or unreadable points file
     is an error that names the image before training starts, never one inside a DataLoader worker.
@@ -55,6 +63,8 @@ class SegmentationDataset(Dataset[Sample]):
         points: PointSource | None = None,
         with_masks: bool = True,
         cache_bytes: int = 1 << 30,
+        expansion: PointExpansion | None = None,
+        padding_mask: bool = False,
     ) -> None:
         if not refs:
             raise PointsegError("empty dataset: no samples selected")
@@ -67,7 +77,10 @@ class SegmentationDataset(Dataset[Sample]):
         if points is not None:
             points.check(self.refs)
         self.with_masks = with_masks and all(ref.mask_path is not None for ref in self.refs)
+        self.expansion = expansion if points is not None else None
+        self.padding_mask = padding_mask
         self._points_cache: dict[str, PointLabels] = {}
+        self._expanded_cache: dict[str, np.ndarray] = {}
         self._masks_checked: set[Path] = set()
         self._decoded = DecodedRasterCache(cache_bytes)
 
@@ -79,12 +92,22 @@ class SegmentationDataset(Dataset[Sample]):
         with open_raster(ref.image_path) as dataset:
             region = ref.window or Window(0, 0, dataset.width, dataset.height)
             window = self._choose_window(region)
-            if ref.image_path.suffix.lower() in STREAM_SUFFIXES:
+            streamed = ref.image_path.suffix.lower() in STREAM_SUFFIXES
+            if streamed:
                 image = _cut(
                     self._decoded.get(("image", ref.image_path), lambda: read_pixels(dataset)), window
                 )
             else:
                 image = read_pixels(dataset, window)
+            if self.expansion is not None and ref.id not in self._expanded_cache:
+                whole = (
+                    _cut(self._decoded.get(("image", ref.image_path), lambda: read_pixels(dataset)), region)
+                    if streamed
+                    else read_pixels(dataset, region)
+                )
+                self._expanded_cache[ref.id] = self.expansion.expand(
+                    whole, self._points(ref, region).to_label_map()
+                )
             georeferencing = (
                 (dataset.crs.to_wkt(), tuple(dataset.window_transform(window))[:6]) if dataset.crs else None
             )
@@ -104,7 +127,20 @@ class SegmentationDataset(Dataset[Sample]):
                 int(window.height),
                 int(window.width),
             )
-            sample["points"] = torch.from_numpy(crop.to_label_map().astype(np.int64))
+            clicked = crop.to_label_map()
+            sample["points"] = torch.from_numpy(clicked.astype(np.int64))
+            if self.expansion is not None:
+                relative = Window(
+                    window.col_off - region.col_off,
+                    window.row_off - region.row_off,
+                    window.width,
+                    window.height,
+                )
+                expanded = _cut(self._expanded_cache[ref.id], relative)
+                sample["expanded_points"] = torch.from_numpy(expanded.astype(np.int64))
+                sample["point_weights"] = torch.from_numpy(self.expansion.weights(expanded, clicked))
+        if self.padding_mask:
+            sample["valid"] = torch.ones(image.shape[1:], dtype=torch.bool)
         if georeferencing is not None:
             sample["crs"], sample["transform"] = georeferencing
         if self.crop_size:
@@ -165,9 +201,12 @@ def _pad_sample(sample: Sample, size: int) -> Sample:
         return sample
     pad = (0, size - width, 0, size - height)
     sample["image"] = torch.nn.functional.pad(sample["image"], pad, value=0.0)
-    for key in ("mask", "points"):
+    for key in ("mask", "points", "expanded_points"):
         if key in sample:
             sample[key] = torch.nn.functional.pad(sample[key], pad, value=IGNORE_INDEX)
+    for key in ("point_weights", "valid"):
+        if key in sample:
+            sample[key] = torch.nn.functional.pad(sample[key], pad, value=0)
     return sample
 
 
