@@ -190,7 +190,11 @@ def train_command(
         bool, typer.Option(help="Show progress (a bar on a terminal, else a line per epoch).")
     ] = True,
 ) -> None:
-    """Train on point labels (or dense masks); validate by macro mIoU on dense masks."""
+    """Train on point labels (or dense masks); validate by macro mIoU on dense masks.
+
+    With ``self_training.rounds`` above 0, rounds on pseudo-labels follow, each in its own run
+    folder inside the run (``self-training-<k>``).
+    """
     from pointseg.config import load_config
     from pointseg.runs import resolve_resume, resume_settings, run_report
 
@@ -206,6 +210,13 @@ def train_command(
     run_dir = train(settings, resume=resume, progress=progress)
     for line in run_report(run_dir, settings):
         console.print(line, highlight=False, soft_wrap=True)
+    if settings.self_training.rounds:
+        from pointseg.self_training import self_train
+
+        for index, round_dir in enumerate(self_train(settings, run_dir, progress), start=1):
+            console.print(f"self-training round {index}:", highlight=False)
+            for line in run_report(round_dir, settings):
+                console.print("  " + line, highlight=False, soft_wrap=True)
 
 
 @app.command("evaluate")

@@ -10,7 +10,7 @@ Unknown keys and wrong types are errors that name the field, so a typo never pas
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -147,6 +147,26 @@ class EvalConfig(Section):
     batch_size: int = Field(4, ge=1)
 
 
+Probability = Annotated[float, Field(gt=0, le=1)]
+
+
+class SelfTrainingConfig(Section):
+    """Rounds of training on pseudo-labels after the training on points (see :mod:`pointseg.self_training`).
+
+    ``selection: threshold`` keeps the pixels whose confidence (max softmax probability) is at
+    least ``threshold`` (one value, or one per class); ``selection: top-share`` keeps, per class,
+    the ``top_share`` most confident of the training pixels predicted as that class.
+    """
+
+    rounds: int = Field(0, ge=0, le=5, description="rounds of self-training; 0: off")
+    selection: Literal["threshold", "top-share"] = "threshold"
+    threshold: Probability | list[Probability] = Field(
+        0.9, description="minimum confidence, or one per class"
+    )
+    top_share: Probability = Field(0.5, description="share of each class's predicted pixels kept")
+    max_epochs: int | None = Field(None, ge=1, description="epochs per round; default trainer.max_epochs")
+
+
 class TrainConfig(Section):
     """Everything a training run needs."""
 
@@ -159,6 +179,7 @@ class TrainConfig(Section):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    self_training: SelfTrainingConfig = Field(default_factory=SelfTrainingConfig)
     seed: int = 0
     output_dir: Path = Path("runs")
     run_name: str | None = None
@@ -168,6 +189,10 @@ class TrainConfig(Section):
         if self.loss.name == "ce" and self.supervision == "points":
             raise ValueError(
                 "loss 'ce' is dense cross-entropy; with supervision 'points' use 'pce' or 'pfce'"
+            )
+        if self.self_training.rounds and self.supervision == "dense":
+            raise ValueError(
+                "self_training.rounds > 0 needs supervision 'points' (dense masks leave no gaps)"
             )
         return self
 

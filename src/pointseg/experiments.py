@@ -58,7 +58,7 @@ from pointseg.evaluation import evaluate_model, predict_samples, report_json
 from pointseg.plots import plot_density_curve, plot_qualitative
 from pointseg.points import SPEC_FORMS, STRATEGY_PARAMETERS, PointProtocol
 from pointseg.raster import atomic_output, read_mask, read_window
-from pointseg.runs import RUN_DIR_VARIABLE, write_json
+from pointseg.runs import RUN_DIR_VARIABLE, best_checkpoint, write_json
 from pointseg.schema import IGNORE_INDEX, ClassSchema
 from pointseg.training import point_source, train
 
@@ -441,18 +441,6 @@ def labelled_pixels(run: SweepRun, plan: SweepPlan) -> dict[str, Any]:
     }
     write_json(path, labels)
     return labels
-
-
-def best_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint with the best validation mIoU, from the run's ``summary.json``.
-
-    Raises:
-        PointsegError: if the run recorded no best checkpoint.
-    """
-    best = json.loads((run_dir / "summary.json").read_text()).get("best_checkpoint")
-    if not best:
-        raise PointsegError(f"{run_dir}/summary.json: no best checkpoint (did validation run?)")
-    return run_dir / "checkpoints" / Path(best).name  # the run folder may have moved
 
 
 def evaluate_on_test(run_dir: Path, plan: SweepPlan, device: str) -> dict[str, Any]:

@@ -78,6 +78,18 @@ def checkpoints_of(run_dir: Path) -> list[Path]:
     return sorted(p for p in (run_dir / "checkpoints").glob("*.ckpt") if not p.name.startswith("."))
 
 
+def best_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint with the best validation mIoU, from the run's ``summary.json``.
+
+    Raises:
+        PointsegError: if the run recorded no best checkpoint.
+    """
+    best = json.loads((run_dir / "summary.json").read_text()).get("best_checkpoint")
+    if not best:
+        raise PointsegError(f"{run_dir}/summary.json: no best checkpoint (did validation run?)")
+    return run_dir / "checkpoints" / Path(best).name  # the run folder may have moved
+
+
 def is_unfinished_run(run_dir: Path) -> bool:
     """True for a run folder that a session started but left without any checkpoint."""
     return (run_dir / CONFIG_FILE).is_file() and not checkpoints_of(run_dir)
