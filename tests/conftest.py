@@ -1,4 +1,4 @@
-"""Shared test setup. Importing pointseg first applies the torchvision compatibility shim
+"""Shared test setup. Importing pointseg.training applies the torchvision compatibility shim
 (see pointseg.torchvision_compat) before any test imports torchmetrics, smp or timm."""
 
 import sys
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-import pointseg  # noqa: F401
 from fake_data import write_deepglobe
 from pointseg.cli import main
 from pointseg.training import RUN_DIR_VARIABLE

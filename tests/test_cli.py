@@ -387,3 +387,33 @@ def test_points_import_needs_classes(cli, tmp_path, simulated) -> None:
     assert code == 1
     assert "give --schema FILE" in err
     assert not (tmp_path / "imported").exists()
+
+
+# ---------------------------------------------------------------- start-up
+
+
+HELP_WITHOUT_TORCH = """
+import runpy, sys
+sys.argv = ["pointseg", "--help"]
+try:
+    {run}
+except SystemExit as done:
+    assert done.code in (0, None), done.code
+heavy = [name for name in ("torch", "lightning", "matplotlib", "rasterio") if name in sys.modules]
+print("heavy:", heavy)
+"""
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        "from pointseg.cli import main; main()",  # what the `pointseg` console script runs
+        "runpy.run_module('pointseg', run_name='__main__')",  # python -m pointseg
+    ],
+)
+def test_help_imports_no_torch(run: str) -> None:
+    code = HELP_WITHOUT_TORCH.format(run=run)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Commands" in result.stdout and "evaluate" in result.stdout
+    assert result.stdout.strip().endswith("heavy: []")

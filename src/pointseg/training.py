@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pointseg.torchvision_compat  # isort: skip  (shim first: torchvision)
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import (
