@@ -24,8 +24,7 @@ import torch
 
 from benchmarks.common import Result, report, write_test_raster
 from pointseg.datasets import BandStats
-from pointseg.export import InferenceModel
-from pointseg.inference import torch_forward
+from pointseg.inference import InferenceModel, torch_forward
 from pointseg.models import build_model
 from pointseg.prediction import predict_files
 from pointseg.schema import ClassSchema

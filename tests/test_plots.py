@@ -1,5 +1,4 @@
 import io
-import time
 from pathlib import Path
 
 import numpy as np
@@ -158,15 +157,14 @@ def test_plot_prediction_without_ignored_pixels_has_no_ignored_entry(tmp_path) -
     assert legend_texts(fig) == list(SCHEMA.classes)
 
 
-def test_plot_prediction_of_a_2448_scene_is_fast_and_small(tmp_path) -> None:
+def test_plot_prediction_of_a_2448_scene_is_small(tmp_path) -> None:
+    """Its speed is measured by ``python -m benchmarks.plot_speed`` (a ratio, not a wall-clock limit)."""
     truth = block_labels(2448, 2448, SCHEMA.num_classes, seed=0, block=100)
     noise = np.random.default_rng(0).integers(0, 60, (3, 612, 612), dtype=np.uint8)
     image = np.moveaxis(np.array(SCHEMA.colors, dtype=np.uint8)[truth], -1, 0) // 2 + np.tile(
         noise, (1, 4, 4)
     )
-    start = time.perf_counter()
     plots.plot_prediction(image, truth, truth, SCHEMA, tmp_path / "big.png")
-    assert time.perf_counter() - start < 2.0
     assert 0 < (tmp_path / "big.png").stat().st_size < 3_000_000
 
 

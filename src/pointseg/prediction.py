@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -31,13 +31,12 @@ import torch
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
+from pointseg.choices import OutputFormat, Tile, check
 from pointseg.errors import PointsegError
-from pointseg.export import InferenceModel
-from pointseg.inference import RasterSource, SlidingWindowPredictor
+from pointseg.inference import InferenceModel, RasterSource, SlidingWindowPredictor
 from pointseg.raster import IMAGE_SUFFIXES, atomic_output, geotiff_profile, open_raster, palette_colormap
 from pointseg.schema import IGNORE_INDEX
 
-OutputFormat = Literal["geotiff", "png", "both"]
 BLOCK_SIZE = 512
 GDAL_CACHE_MB = 128
 """GDAL's block cache during prediction (unless the GDAL_CACHEMAX environment variable says otherwise).
@@ -232,9 +231,7 @@ def predict_files(
     ``tile`` and ``overlap`` default to the model's own (from training). ``on_start`` is called with
     each input and its tile count before it is predicted.
     """
-    tile = tile or model.tile
-    if tile % 32:
-        raise PointsegError(f"--tile {tile}: expected a multiple of 32 (the networks downsample by up to 32)")
+    tile = check(Tile, tile or model.tile, "--tile")
     predictor = SlidingWindowPredictor(
         model.forward,
         model.num_classes,

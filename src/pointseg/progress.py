@@ -1,0 +1,68 @@
+"""Progress over a known number of items (images): a bar on a terminal, plain lines otherwise.
+
+On a terminal, rich draws one transient bar with the count done and the time left. When the
+output is a file or a pipe (a log, a background job), a bar would print nothing useful, so each
+finished item prints one line instead: ``evaluating: 3/10 images (100_sat), 0:12 elapsed,
+about 0:28 left``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+Advance = Callable[[str], None]
+"""Called with an item's name once the item is done."""
+Track = Callable[[str, int], AbstractContextManager[Advance]]
+"""Given a description and an item count, a context that shows progress and yields an :data:`Advance`."""
+
+
+def clock(seconds: float) -> str:
+    """``75.2`` -> ``1:15``; ``3725`` -> ``1:02:05``."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+@contextmanager
+def track_items(console: Console, description: str, total: int, unit: str = "images") -> Iterator[Advance]:
+    """Show progress over ``total`` items while the block runs; yield the function to call per item.
+
+    Args:
+        console: Where to show it (a bar if it is a terminal, else one line per item).
+        description: What is being done, e.g. ``evaluating``.
+        total: Number of items.
+        unit: What the items are, for the count.
+    """
+    if console.is_terminal:
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(unit),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda name: bar.advance(task)
+        return
+    started = time.perf_counter()
+    done = 0
+
+    def advance(name: str) -> None:
+        nonlocal done
+        done += 1
+        elapsed = time.perf_counter() - started
+        left = elapsed / done * (total - done)
+        console.print(
+            f"{description}: {done}/{total} {unit} ({name}), {clock(elapsed)} elapsed, "
+            f"about {clock(left)} left",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    yield advance
