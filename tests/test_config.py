@@ -79,3 +79,12 @@ def test_dump_round_trips(tmp_path: Path) -> None:
     config = load_config(CONFIGS / "dubai_cpu_small.yaml")
     (tmp_path / "resolved.yaml").write_text(dump_config(config))
     assert load_config(tmp_path / "resolved.yaml") == config
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [("eval.overlap=0.75", "eval.overlap"), ("eval.tile=48", "eval.tile"), ("eval.tile=16", "eval.tile")],
+)
+def test_sliding_window_ranges_are_checked_with_the_config(override: str, field: str) -> None:
+    with pytest.raises(PointsegError, match=rf"invalid config:\n  {field}: .*expected"):
+        load_config(CONFIGS / "cpu_small.yaml", [override])
