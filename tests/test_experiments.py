@@ -383,3 +383,19 @@ def test_cli_takes_several_values_after_one_flag_and_rejects_a_bad_regime(
     assert code == 1
     assert "error: regime 'denser': expected density:FRACTION" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_cli_reports_a_config_that_is_not_utf8_in_one_line(tmp_path: Path, cli) -> None:
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes("data: {format: deepglobe, root: données}\n".encode("latin-1"))
+    code, out, err = cli("experiment", "density", "--config", config, "--out", tmp_path / "out")
+    assert code == 1 and out == ""
+    assert err.startswith("error: ") and "UTF-8" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_device_is_one_of_the_choices(tmp_path: Path, cli) -> None:
+    code, _, err = cli("experiment", "density", "--config", CPU_SMALL, "--out", tmp_path, "--device", "tpu")
+    assert code == 1
+    assert "error: --device 'tpu': expected one of cpu, cuda" in " ".join(err.split())

@@ -378,6 +378,7 @@ def test_cli_plot_prediction_writes_one_figure_per_image(cli, tmp_path, checkpoi
     assert (code, err) == (0, "")
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["100_sat.png", "101_sat.png"]
     assert "figures/100_sat.png" in out
+    assert "plotting: 1/2 images (100_sat.png)" in out and "plotting: 2/2 images (101_sat.png)" in out
     code, _, err = cli(
         "plot",
         "prediction",
@@ -444,3 +445,14 @@ def test_cli_plot_reports_bad_inputs_and_exits_1(cli, tmp_path) -> None:
     )
     assert code == 1 and "give --schema FILE" in err
     assert not (tmp_path / "c.png").exists()
+
+
+def test_cli_plot_prediction_into_a_file_as_folder_is_one_error_line(cli, tmp_path, checkpoint) -> None:
+    data = write_deepglobe(tmp_path / "data", count=1, size=64)
+    (tmp_path / "taken").write_text("a file, not a folder")
+    code, _, err = cli(
+        "plot", "prediction", "--checkpoint", checkpoint, "--data", data, "-f", "deepglobe",
+        "--select", "100", "--out", tmp_path / "taken" / "figures",
+    )  # fmt: skip
+    assert code == 1
+    assert err.startswith(f"error: {tmp_path / 'taken'}") and "Traceback" not in err

@@ -137,3 +137,19 @@ def test_checkpoint_model_predicts_a_raster(tmp_path: Path) -> None:
     assert (result.width, result.height, result.tiles) == (120, 100, 9)
     with rasterio.open(result.outputs[0]) as out:
         assert out.crs == UTM and out.read(1).max() < SCHEMA.num_classes
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        (["--format", "jpeg"], "error: --format 'jpeg': expected one of geotiff, png, both"),
+        (["--precision", "fp8"], "error: --precision 'fp8': expected one of fp32, bf16"),
+        (["--overlap", "0.6"], "error: --overlap 0.6: expected a fraction between 0 and 0.5"),
+        (["--tile", "100"], "error: --tile 100: expected a multiple of 32 pixels"),
+    ],
+)
+def test_predict_options_are_checked_before_the_model_loads(tmp_path, cli, option, expected) -> None:
+    code, _, err = cli(
+        "predict", tmp_path, "--out", tmp_path / "o", "--checkpoint", tmp_path / "x.ckpt", *option
+    )
+    assert code == 1 and " ".join(err.split()).startswith(expected)
