@@ -114,6 +114,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return data, train(config, progress=False) / "checkpoints" / "best.ckpt"
 
 
+@pytest.mark.integration
 def test_evaluate_command_writes_the_json_report(trained_run, tmp_path, cli) -> None:
     data, checkpoint = trained_run
     out = tmp_path / "report.json"
@@ -140,6 +141,7 @@ def test_evaluate_command_writes_the_json_report(trained_run, tmp_path, cli) -> 
     assert "mIoU" in stdout
 
 
+@pytest.mark.integration
 def test_evaluate_command_errors_are_clear(trained_run, tmp_path, cli) -> None:
     data, checkpoint = trained_run
     not_a_checkpoint = tmp_path / "model.ckpt"

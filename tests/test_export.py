@@ -12,6 +12,8 @@ from pointseg.datasets import deepglobe
 from pointseg.errors import PointsegError
 from pointseg.export import export_onnx, load_onnx_model
 
+pytestmark = pytest.mark.integration  # every test exports ONNX (once per module)
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:

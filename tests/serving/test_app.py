@@ -30,6 +30,8 @@ from pointseg.inference import Forward, Precision, torch_forward
 from pointseg.serving import app as app_module
 from pointseg.serving.app import app_from_environment, create_app
 
+pytestmark = pytest.mark.integration  # the app is served by uvicorn on a free port
+
 MAX_UPLOAD = 1024 * 1024  # a small cap, so the 413 tests send little
 BODY_LIMIT = MAX_UPLOAD + app_module.FORM_OVERHEAD_BYTES
 CLASS_COLORS = {tuple(color) for color in deepglobe.SCHEMA.colors}
