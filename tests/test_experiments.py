@@ -410,3 +410,20 @@ def test_cli_device_is_one_of_the_choices(tmp_path: Path, cli) -> None:
     code, _, err = cli("experiment", "density", "--config", CPU_SMALL, "--out", tmp_path, "--device", "tpu")
     assert code == 1
     assert "error: --device 'tpu': expected one of cpu, cuda" in " ".join(err.split())
+
+
+@pytest.mark.integration
+def test_test_evaluation_shows_progress_over_the_test_images(
+    sweep: CliSweep, tmp_path: Path, monkeypatch
+) -> None:
+    out = copy_sweep(sweep.out, tmp_path)
+    (out / "runs" / "dense-seed0" / "test_evaluation.json").unlink()
+    monkeypatch.setattr(experiments, "train", lambda *a, **k: pytest.fail("trained again"))
+    seen: list[tuple[str, int, str]] = []
+
+    @contextlib.contextmanager
+    def track(description: str, total: int):  # type: ignore[no-untyped-def]
+        yield lambda name: seen.append((description, total, name))
+
+    rerun(sweep, out, track=track)
+    assert seen == [("evaluating on test", 1, "103_sat")]

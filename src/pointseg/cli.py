@@ -522,7 +522,9 @@ def experiment_density_command(
     device: Annotated[
         Device | None, choice_option(Device, "--device", help="Where to evaluate (default: as trained).")
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+    progress: Annotated[
+        bool, typer.Option(help="Show progress: of training, and of the test evaluation of each run.")
+    ] = True,
 ) -> None:
     """Test mIoU against the labelled-pixel fraction: one run per label regime and seed; resumable."""
     from rich.markdown import Markdown
@@ -538,7 +540,7 @@ def experiment_density_command(
         progress=progress,
         device=device,
         announce=console.rule,
-        track=lambda description, total: track_items(console, description, total),
+        track=(lambda description, total: track_items(console, description, total)) if progress else None,
     )
     console.print(Markdown((out / "results.md").read_text()))
     console.print(f"results: {out}", soft_wrap=True)
