@@ -44,12 +44,11 @@ MasksDirOption = Annotated[str, typer.Option(help="--format folder: subfolder of
 MaskPatternOption = Annotated[str, typer.Option(help="--format folder: mask stem for an image stem.")]
 
 
-def choice_option(kind: Any, *flags: str, help: str) -> Any:
+def choice_option(kind: Any, flag: str, help: str) -> Any:
     """A typer option that takes one of the ``Literal`` ``kind``'s values (a bad one is an ``error:``)."""
-    name = flags[0] if flags else ""
     return typer.Option(
-        *flags,
-        parser=lambda text: check(kind, text, name),
+        flag,
+        parser=lambda text: check(kind, text, flag),
         metavar="[" + "|".join(get_args(kind)) + "]",
         help=help,
     )
