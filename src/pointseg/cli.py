@@ -7,6 +7,7 @@ and exits with status 1; heavy modules are imported inside the commands so ``--h
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, get_args
 
@@ -16,7 +17,7 @@ from rich.console import Console
 
 from pointseg.choices import MAX_OVERLAP, TILE_MULTIPLE, Device, OutputFormat, Overlap, Precision, Tile, check
 from pointseg.errors import PointsegError
-from pointseg.progress import track_items
+from pointseg.progress import no_progress, track_items
 from pointseg.serving import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB
 
 if TYPE_CHECKING:
@@ -539,7 +540,7 @@ def experiment_density_command(
         progress=progress,
         device=device,
         announce=console.rule,
-        track=(lambda description, total: track_items(console, description, total)) if progress else None,
+        track=partial(track_items, console) if progress else no_progress,
     )
     console.print(Markdown((out / "results.md").read_text()))
     console.print(f"results: {out}", soft_wrap=True)

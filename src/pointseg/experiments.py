@@ -58,7 +58,7 @@ from pointseg.errors import PointsegError
 from pointseg.evaluation import evaluate_model, report_json, score_samples
 from pointseg.plots import plot_density_curve, plot_qualitative
 from pointseg.points import PointProtocol
-from pointseg.progress import Track
+from pointseg.progress import Track, no_progress
 from pointseg.raster import atomic_output, read_mask
 from pointseg.schema import IGNORE_INDEX, ClassSchema
 from pointseg.training import RUN_DIR_VARIABLE, point_source, split_samples, train, write_json
@@ -295,7 +295,7 @@ def density_sweep(
     progress: bool = True,
     device: str | None = None,
     announce: Callable[[str], None] = print,
-    track: Track | None = None,
+    track: Track = no_progress,
 ) -> list[RunResult]:
     """Train, evaluate on the test split and report every (regime, seed) run; resume what is done.
 
@@ -310,7 +310,7 @@ def density_sweep(
             config's accelerator is not ``cpu``.
         announce: Called with a line before each run (progress).
         track: Shows progress over the test images of each evaluation (see
-            :func:`pointseg.progress.track_items`); None shows nothing.
+            :func:`pointseg.progress.track_items`); by default nothing is shown.
 
     Returns:
         The results of every run, in regime-then-seed order.
@@ -358,7 +358,7 @@ def run_state(run_dir: Path) -> str:
 
 
 def complete_run(
-    run: SweepRun, plan: SweepPlan, device: str, progress: bool, track: Track | None = None
+    run: SweepRun, plan: SweepPlan, device: str, progress: bool, track: Track = no_progress
 ) -> RunResult:
     """Do what is left of one run (count labels, train or resume, evaluate) and return its result."""
     run_dir = run.run_dir
@@ -479,7 +479,7 @@ def best_checkpoint(run_dir: Path) -> Path:
 
 
 def evaluate_on_test(
-    run_dir: Path, plan: SweepPlan, device: str, track: Track | None = None
+    run_dir: Path, plan: SweepPlan, device: str, track: Track = no_progress
 ) -> dict[str, Any]:
     """Evaluate the run's best checkpoint on the test split as ``pointseg evaluate`` does.
 
@@ -494,15 +494,14 @@ def evaluate_on_test(
     checkpoint = best_checkpoint(run_dir)
     trained = load_trained_model(checkpoint, device)
     refs = plan.splits["test"]
-    with contextlib.ExitStack() as stack:
-        advance = stack.enter_context(track("evaluating on test", len(refs))) if track else None
+    with track("evaluating on test", len(refs)) as advance:
         report = evaluate_model(
             trained,
             refs,
             plan.schema,
             batch_size=trained.config.eval.batch_size,
             device=device,
-            on_image=None if advance is None else lambda ref: advance(ref.id),
+            on_image=lambda ref: advance(ref.id),
         )
     if not report.confusion_matrix or sum(map(sum, report.confusion_matrix)) == 0:
         raise PointsegError(

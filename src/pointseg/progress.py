@@ -66,3 +66,9 @@ def track_items(console: Console, description: str, total: int, unit: str = "ima
         )
 
     yield advance
+
+
+@contextmanager
+def no_progress(description: str, total: int) -> Iterator[Advance]:
+    """A :data:`Track` that shows nothing."""
+    yield lambda name: None
