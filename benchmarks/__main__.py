@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS_ENV
 
-BENCHMARKS = ("training_loop", "predict_speed", "predict_memory", "api_load")
+BENCHMARKS = ("training_loop", "predict_speed", "predict_memory", "api_load", "plot_speed")
 
 
 def main() -> int:

@@ -26,7 +26,7 @@ def measure(raster: Path, out: Path, tile: int, overlap: float) -> dict[str, flo
 
     import torch
 
-    from pointseg.export import InferenceModel
+    from pointseg.inference import InferenceModel
     from pointseg.normalization import BandStats
     from pointseg.prediction import predict_files
     from pointseg.schema import ClassSchema

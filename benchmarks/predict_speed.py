@@ -23,8 +23,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import Result, report, write_test_raster
-from pointseg.export import InferenceModel
-from pointseg.inference import torch_forward
+from pointseg.inference import InferenceModel, torch_forward
 from pointseg.models import build_model
 from pointseg.normalization import BandStats
 from pointseg.prediction import predict_files

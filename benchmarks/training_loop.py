@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pointseg.torchvision_compat  # noqa: F401  # isort: skip  (shim first: torchvision)
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback

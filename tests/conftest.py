@@ -1,5 +1,8 @@
-"""Shared test setup. Importing pointseg first applies the torchvision compatibility shim
-(see pointseg.torchvision_compat) before any test imports torchmetrics, smp or timm."""
+"""Shared test setup: the ``cli`` runner and a small fake DeepGlobe folder.
+
+The pointseg modules that import smp, timm, torchmetrics or Lightning apply the torchvision
+compatibility shim themselves (see pointseg.torchvision_compat); tests import those packages
+only after the pointseg module they test."""
 
 import sys
 from collections.abc import Callable
@@ -7,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import pointseg  # noqa: F401
 from fake_data import write_deepglobe
 from pointseg.cli import main
 from pointseg.runs import RUN_DIR_VARIABLE

@@ -421,9 +421,9 @@ def test_points_simulate_prints_progress_lines_when_stdout_is_not_a_terminal(cli
     code, out, _ = cli("points", "simulate", root, "-f", "deepglobe", "--out", tmp_path / "points")
     assert code == 0
     lines = [line for line in out.splitlines() if line.startswith("simulating points:")]
-    assert [line.split(",")[0] for line in lines] == [f"simulating points: {i}/3 images" for i in (1, 2, 3)]
-    assert all(re.search(r"\d+:\d\d:\d\d elapsed, about \d+:\d\d:\d\d left$", line) for line in lines)
-    assert lines[-1].endswith("about 0:00:00 left")
+    assert [line.split(" (")[0] for line in lines] == [f"simulating points: {i}/3 images" for i in (1, 2, 3)]
+    assert all(re.search(r"\d+:\d\d elapsed, about \d+:\d\d left$", line) for line in lines)
+    assert lines[-1].endswith("about 0:00 left")
 
 
 def test_points_commands_report_a_non_utf8_schema_as_an_error_line(cli, tmp_path) -> None:
@@ -436,3 +436,33 @@ def test_points_commands_report_a_non_utf8_schema_as_an_error_line(cli, tmp_path
     assert code == 1
     assert err.startswith(f"error: {schema}: not UTF-8 text")
     assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------- start-up
+
+
+HELP_WITHOUT_TORCH = """
+import runpy, sys
+sys.argv = ["pointseg", "--help"]
+try:
+    {run}
+except SystemExit as done:
+    assert done.code in (0, None), done.code
+heavy = [name for name in ("torch", "lightning", "matplotlib", "rasterio") if name in sys.modules]
+print("heavy:", heavy)
+"""
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        "from pointseg.cli import main; main()",  # what the `pointseg` console script runs
+        "runpy.run_module('pointseg', run_name='__main__')",  # python -m pointseg
+    ],
+)
+def test_help_imports_no_torch(run: str) -> None:
+    code = HELP_WITHOUT_TORCH.format(run=run)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Commands" in result.stdout and "evaluate" in result.stdout
+    assert result.stdout.strip().endswith("heavy: []")

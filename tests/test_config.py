@@ -110,3 +110,12 @@ def test_a_config_that_is_not_utf8_is_an_error(tmp_path: Path) -> None:
     path.write_bytes("run_name: café\n".encode("latin-1"))
     with pytest.raises(PointsegError, match=r"latin1\.yaml: not UTF-8 text"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [("eval.overlap=0.75", "eval.overlap"), ("eval.tile=48", "eval.tile"), ("eval.tile=16", "eval.tile")],
+)
+def test_sliding_window_ranges_are_checked_with_the_config(override: str, field: str) -> None:
+    with pytest.raises(PointsegError, match=rf"invalid config:\n  {field}: .*expected"):
+        load_config(CONFIGS / "cpu_small.yaml", [override])

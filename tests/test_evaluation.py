@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from torch import nn
 
@@ -10,7 +11,7 @@ from fake_data import write_deepglobe, write_raster
 from pointseg.checkpoint import TrainedModel
 from pointseg.config import parse_config
 from pointseg.datasets import discover_dataset
-from pointseg.evaluation import evaluate_model
+from pointseg.evaluation import evaluate_model, score_samples
 from pointseg.normalization import BandStats
 from pointseg.schema import ClassSchema
 
@@ -114,6 +115,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return data, train(config, progress=False) / "checkpoints" / "best.ckpt"
 
 
+@pytest.mark.integration
 def test_evaluate_command_writes_the_json_report(trained_run, tmp_path, cli) -> None:
     data, checkpoint = trained_run
     out = tmp_path / "report.json"
@@ -140,6 +142,7 @@ def test_evaluate_command_writes_the_json_report(trained_run, tmp_path, cli) -> 
     assert "mIoU" in stdout
 
 
+@pytest.mark.integration
 def test_evaluate_command_errors_are_clear(trained_run, tmp_path, cli) -> None:
     data, checkpoint = trained_run
     not_a_checkpoint = tmp_path / "model.ckpt"
@@ -156,3 +159,70 @@ def test_evaluate_command_errors_are_clear(trained_run, tmp_path, cli) -> None:
         "evaluate", "--checkpoint", checkpoint, "--data", data, "-f", "deepglobe", "--precision", "fp8"
     )
     assert code == 1 and "--precision 'fp8'" in err
+
+
+def test_score_samples_yields_each_image_with_its_truth_prediction_and_confusion(tmp_path: Path) -> None:
+    prediction = letters_to_labels(PREDICTION)
+    one_hot = np.stack([(prediction == k + 1) for k in range(4)]).astype(np.float32)
+    for name in ("one", "two"):
+        write_raster(tmp_path / "images" / f"{name}.tif", one_hot)
+        write_raster(tmp_path / "masks" / f"{name}.tif", letters_to_labels(TRUTH))
+    refs = discover_dataset("folder", tmp_path, SCHEMA).require_usable()
+    samples = list(score_samples(identity_model(tmp_path), refs, SCHEMA))
+    assert [sample.ref.id for sample in samples] == ["one", "two"]
+    first = samples[0]
+    np.testing.assert_array_equal(first.prediction, prediction - 1)
+    assert (first.truth == 255).sum() == 2
+    assert first.image().shape == (4, 4, 4)
+    assert int(first.confusion.sum()) == 14 and first.report(SCHEMA).miou == pytest.approx(EXPECTED_MIOU)
+    total = evaluate_model(identity_model(tmp_path), refs, SCHEMA)
+    assert total.confusion_matrix == (samples[0].confusion + samples[1].confusion).tolist()
+
+
+@pytest.fixture(scope="module")
+def untrained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fake_data import write_untrained_checkpoint
+
+    return write_untrained_checkpoint(tmp_path_factory.mktemp("model") / "model.ckpt")
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        (["--overlap", "0.75"], "error: --overlap 0.75: expected a fraction between 0 and 0.5"),
+        (["--tile", "50"], "error: --tile 50: expected a multiple of 32 pixels"),
+        (["--device", "tpu"], "error: --device 'tpu': expected one of cpu, cuda"),
+    ],
+)
+def test_evaluate_options_are_checked_before_the_model_loads(tmp_path, cli, option, expected) -> None:
+    code, _, err = cli(
+        "evaluate", "--checkpoint", tmp_path / "absent.ckpt", "--data", tmp_path, "-f", "deepglobe", *option
+    )
+    assert code == 1 and " ".join(err.split()).startswith(expected)
+
+
+def test_evaluate_shows_progress_and_reports_unwritable_output_in_one_line(
+    untrained_checkpoint, tmp_path, cli
+) -> None:
+    data = write_deepglobe(tmp_path / "data", count=2, size=64)
+    (tmp_path / "taken").write_text("a file, not a folder")
+    code, out, err = cli(
+        "evaluate", "--checkpoint", untrained_checkpoint, "--data", data, "-f", "deepglobe",
+        "--json", tmp_path / "taken" / "report.json",
+    )  # fmt: skip
+    assert code == 1
+    assert "evaluating: 1/2 images (100_sat)" in out and "evaluating: 2/2 images (101_sat)" in out
+    assert err.startswith(f"error: {tmp_path / 'taken'}") and "Traceback" not in err
+
+
+def test_evaluate_with_a_checkpoint_whose_config_is_invalid_is_one_error_line(
+    untrained_checkpoint, tmp_path, cli
+) -> None:
+    saved = torch.load(untrained_checkpoint, weights_only=True)
+    saved["hyper_parameters"]["config"]["bogus_key"] = 1
+    bad = tmp_path / "bad.ckpt"
+    torch.save(saved, bad)
+    data = write_deepglobe(tmp_path / "data", count=1, size=64)
+    code, _, err = cli("evaluate", "--checkpoint", bad, "--data", data, "-f", "deepglobe")
+    assert code == 1
+    assert err.startswith("error: ") and "bogus_key" in err and "Traceback" not in err

@@ -197,6 +197,7 @@ def test_plan_rejects_a_bad_experiment_section(fake_deepglobe: Path, tmp_path: P
 # ------------------------------------------------------------------------------------------ sweep
 
 
+@pytest.mark.integration
 def test_cli_sweep_trains_each_regime_and_writes_every_output(sweep: CliSweep) -> None:
     assert sweep.code == 0
     assert "regime 1/2: 20% (density 20%), seed 0" in sweep.printed
@@ -211,6 +212,7 @@ def test_cli_sweep_trains_each_regime_and_writes_every_output(sweep: CliSweep) -
     assert "pointseg experiment density --config" in (sweep.out / "results.md").read_text()
 
 
+@pytest.mark.integration
 def test_results_are_test_evaluations_of_the_best_checkpoints(sweep: CliSweep) -> None:
     rows = read_csv(sweep.out / "results.csv")
     assert [(r["regime"], r["slug"], r["seed"]) for r in rows] == [
@@ -232,6 +234,7 @@ def test_results_are_test_evaluations_of_the_best_checkpoints(sweep: CliSweep) -
         assert float(row["train_seconds"]) == summary["train_seconds"] and float(row["eval_seconds"]) > 0
 
 
+@pytest.mark.integration
 def test_labelled_fraction_is_measured_on_the_training_images(sweep: CliSweep) -> None:
     rows = {r["slug"]: r for r in read_csv(sweep.out / "results.csv")}
     points = rows["density-0.2"]
@@ -242,6 +245,7 @@ def test_labelled_fraction_is_measured_on_the_training_images(sweep: CliSweep) -
     assert float(rows["dense"]["labelled_fraction"]) == 1.0 and rows["dense"]["points"] == ""
 
 
+@pytest.mark.integration
 def test_summary_and_markdown_agree_with_the_runs(sweep: CliSweep) -> None:
     miou = {r["regime"]: float(r["miou"]) for r in read_csv(sweep.out / "results.csv")}
     summary = {r["regime"]: r for r in read_csv(sweep.out / "density_summary.csv")}
@@ -260,6 +264,7 @@ def test_summary_and_markdown_agree_with_the_runs(sweep: CliSweep) -> None:
     assert "CPU " in text and "torch " in text and "2 run(s) took" in text
 
 
+@pytest.mark.integration
 def test_two_seeds_report_mean_and_sample_std(fake_deepglobe: Path, tmp_path: Path) -> None:
     regimes = ["per-class:10", "density:0.2", "dense"]
     plan = plan_density_sweep(CPU_SMALL, tmp_path, regimes, [0, 1], small_overrides(fake_deepglobe))
@@ -283,6 +288,7 @@ def test_two_seeds_report_mean_and_sample_std(fake_deepglobe: Path, tmp_path: Pa
     assert stds == pytest.approx([0.1 / 2**0.5, 0.1 / 2**0.5, 0.2 / 2**0.5])
 
 
+@pytest.mark.integration
 def test_rerun_of_a_finished_sweep_only_rewrites_reports(
     sweep: CliSweep, tmp_path: Path, monkeypatch
 ) -> None:
@@ -294,6 +300,7 @@ def test_rerun_of_a_finished_sweep_only_rewrites_reports(
     assert (out / "results.md").is_file()
 
 
+@pytest.mark.integration
 def test_trained_run_without_test_report_is_only_evaluated(
     sweep: CliSweep, tmp_path: Path, monkeypatch
 ) -> None:
@@ -312,6 +319,7 @@ def test_trained_run_without_test_report_is_only_evaluated(
     ]
 
 
+@pytest.mark.integration
 def test_interrupted_training_is_resumed(sweep: CliSweep, tmp_path: Path, monkeypatch) -> None:
     out = copy_sweep(sweep.out, tmp_path, copied_run="dense-seed0")
     run_dir = out / "runs" / "dense-seed0"
@@ -333,6 +341,7 @@ def test_interrupted_training_is_resumed(sweep: CliSweep, tmp_path: Path, monkey
     assert [r["run_dir"] for r in read_csv(out / "results.csv")][1] == str(run_dir)
 
 
+@pytest.mark.integration
 def test_run_stopped_before_its_last_checkpoint_is_reported(sweep: CliSweep, tmp_path: Path) -> None:
     out = copy_sweep(sweep.out, tmp_path)
     run_dir = out / "runs" / "dense-seed0"
@@ -344,12 +353,14 @@ def test_run_stopped_before_its_last_checkpoint_is_reported(sweep: CliSweep, tmp
         rerun(sweep, out)
 
 
+@pytest.mark.integration
 def test_run_folder_with_other_settings_is_refused(sweep: CliSweep, tmp_path: Path) -> None:
     out = copy_sweep(sweep.out, tmp_path)
     with pytest.raises(PointsegError, match=r"dense-seed0 was trained with other settings \(optim\.lr\)"):
         rerun(sweep, out, ["dense"], "optim.lr=0.1")
 
 
+@pytest.mark.integration
 def test_sweep_leaves_the_run_dir_variable_as_it_found_it(
     sweep: CliSweep, tmp_path: Path, monkeypatch
 ) -> None:
@@ -383,3 +394,36 @@ def test_cli_takes_several_values_after_one_flag_and_rejects_a_bad_regime(
     assert code == 1
     assert "error: regime 'denser': expected density:FRACTION" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_cli_reports_a_config_that_is_not_utf8_in_one_line(tmp_path: Path, cli) -> None:
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes("data: {format: deepglobe, root: données}\n".encode("latin-1"))
+    code, out, err = cli("experiment", "density", "--config", config, "--out", tmp_path / "out")
+    assert code == 1 and out == ""
+    assert err.startswith("error: ") and "UTF-8" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_device_is_one_of_the_choices(tmp_path: Path, cli) -> None:
+    code, _, err = cli("experiment", "density", "--config", CPU_SMALL, "--out", tmp_path, "--device", "tpu")
+    assert code == 1
+    assert "error: --device 'tpu': expected one of cpu, cuda" in " ".join(err.split())
+
+
+@pytest.mark.integration
+def test_test_evaluation_shows_progress_over_the_test_images(
+    sweep: CliSweep, tmp_path: Path, monkeypatch
+) -> None:
+    out = copy_sweep(sweep.out, tmp_path)
+    (out / "runs" / "dense-seed0" / "test_evaluation.json").unlink()
+    monkeypatch.setattr(experiments, "train", lambda *a, **k: pytest.fail("trained again"))
+    seen: list[tuple[str, int, str]] = []
+
+    @contextlib.contextmanager
+    def track(description: str, total: int):  # type: ignore[no-untyped-def]
+        yield lambda name: seen.append((description, total, name))
+
+    rerun(sweep, out, track=track)
+    assert seen == [("evaluating on test", 1, "103_sat")]

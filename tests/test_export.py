@@ -12,6 +12,8 @@ from pointseg.datasets import deepglobe
 from pointseg.errors import PointsegError
 from pointseg.export import export_onnx, load_onnx_model
 
+pytestmark = pytest.mark.integration  # every test exports ONNX (once per module)
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
@@ -66,3 +68,11 @@ def test_export_command_and_bad_model_files(exported, tmp_path, cli) -> None:
         load_onnx_model(not_onnx)
     code, _, err = cli("predict", tmp_path, "--out", tmp_path / "o")
     assert code == 1 and "exactly one of --checkpoint" in err
+
+
+def test_export_into_a_folder_that_is_a_file_is_one_error_line(exported, tmp_path, cli) -> None:
+    checkpoint, _ = exported
+    (tmp_path / "taken").write_text("a file, not a folder")
+    code, _, err = cli("export", "onnx", "--checkpoint", checkpoint, "--out", tmp_path / "taken" / "m.onnx")
+    assert code == 1
+    assert err.startswith(f"error: {tmp_path / 'taken'}") and "Traceback" not in err

@@ -1,5 +1,4 @@
 import io
-import time
 from pathlib import Path
 
 import numpy as np
@@ -158,15 +157,14 @@ def test_plot_prediction_without_ignored_pixels_has_no_ignored_entry(tmp_path) -
     assert legend_texts(fig) == list(SCHEMA.classes)
 
 
-def test_plot_prediction_of_a_2448_scene_is_fast_and_small(tmp_path) -> None:
+def test_plot_prediction_of_a_2448_scene_is_small(tmp_path) -> None:
+    """Its speed is measured by ``python -m benchmarks.plot_speed`` (a ratio, not a wall-clock limit)."""
     truth = block_labels(2448, 2448, SCHEMA.num_classes, seed=0, block=100)
     noise = np.random.default_rng(0).integers(0, 60, (3, 612, 612), dtype=np.uint8)
     image = np.moveaxis(np.array(SCHEMA.colors, dtype=np.uint8)[truth], -1, 0) // 2 + np.tile(
         noise, (1, 4, 4)
     )
-    start = time.perf_counter()
     plots.plot_prediction(image, truth, truth, SCHEMA, tmp_path / "big.png")
-    assert time.perf_counter() - start < 2.0
     assert 0 < (tmp_path / "big.png").stat().st_size < 3_000_000
 
 
@@ -380,6 +378,7 @@ def test_cli_plot_prediction_writes_one_figure_per_image(cli, tmp_path, checkpoi
     assert (code, err) == (0, "")
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["100_sat.png", "101_sat.png"]
     assert "figures/100_sat.png" in out
+    assert "plotting: 1/2 images (100_sat.png)" in out and "plotting: 2/2 images (101_sat.png)" in out
     code, _, err = cli(
         "plot",
         "prediction",
@@ -446,3 +445,14 @@ def test_cli_plot_reports_bad_inputs_and_exits_1(cli, tmp_path) -> None:
     )
     assert code == 1 and "give --schema FILE" in err
     assert not (tmp_path / "c.png").exists()
+
+
+def test_cli_plot_prediction_into_a_file_as_folder_is_one_error_line(cli, tmp_path, checkpoint) -> None:
+    data = write_deepglobe(tmp_path / "data", count=1, size=64)
+    (tmp_path / "taken").write_text("a file, not a folder")
+    code, _, err = cli(
+        "plot", "prediction", "--checkpoint", checkpoint, "--data", data, "-f", "deepglobe",
+        "--select", "100", "--out", tmp_path / "taken" / "figures",
+    )  # fmt: skip
+    assert code == 1
+    assert err.startswith(f"error: {tmp_path / 'taken'}") and "Traceback" not in err

@@ -13,7 +13,8 @@ from fake_data import UTM, block_labels, image_for, write_raster, write_untraine
 from pointseg.checkpoint import load_trained_model
 from pointseg.datasets import deepglobe
 from pointseg.errors import PointsegError
-from pointseg.export import InferenceModel, torch_inference_model
+from pointseg.export import torch_inference_model
+from pointseg.inference import InferenceModel
 from pointseg.normalization import BandStats
 from pointseg.prediction import expand_inputs, predict_files
 from pointseg.schema import IGNORE_INDEX
@@ -196,3 +197,19 @@ def test_work_files_of_killed_runs_are_removed_by_the_next_run(tmp_path: Path) -
     assert not any(path.exists() for path in stale)
     assert all(path.exists() for path in running)
     assert (out / ".hidden_user_file").exists() and (out / "scene_classes.tif").is_file()
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        (["--format", "jpeg"], "error: --format 'jpeg': expected one of geotiff, png, both"),
+        (["--precision", "fp8"], "error: --precision 'fp8': expected one of fp32, bf16"),
+        (["--overlap", "0.6"], "error: --overlap 0.6: expected a fraction between 0 and 0.5"),
+        (["--tile", "100"], "error: --tile 100: expected a multiple of 32 pixels"),
+    ],
+)
+def test_predict_options_are_checked_before_the_model_loads(tmp_path, cli, option, expected) -> None:
+    code, _, err = cli(
+        "predict", tmp_path, "--out", tmp_path / "o", "--checkpoint", tmp_path / "x.ckpt", *option
+    )
+    assert code == 1 and " ".join(err.split()).startswith(expected)

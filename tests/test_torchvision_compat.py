@@ -1,6 +1,8 @@
+import ast
 import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -13,9 +15,41 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
-def test_torchvision_and_smp_import_after_pointseg() -> None:
-    result = run_python("import pointseg, torchvision, segmentation_models_pytorch")
+ROOT = Path(__file__).resolve().parents[1]
+NEEDS_TORCHVISION = ("segmentation_models_pytorch", "timm", "torchmetrics", "torchvision", "lightning")
+
+
+def test_torchvision_and_smp_import_after_the_shim() -> None:
+    # pointseg.metrics applies the shim itself (it imports torchmetrics, which imports torchvision)
+    result = run_python("import pointseg.metrics, torchvision, segmentation_models_pytorch, pointseg.models")
     assert result.returncode == 0, result.stderr
+
+
+def top_level_imports(path: Path) -> list[str]:
+    """The modules that ``path`` imports at module level, in order."""
+    names = []
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def test_every_module_that_imports_torchvision_users_applies_the_shim_first() -> None:
+    checked = []
+    for path in sorted([*(ROOT / "src" / "pointseg").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")]):
+        imports = top_level_imports(path)
+        users = [i for i, name in enumerate(imports) if name.split(".")[0] in NEEDS_TORCHVISION]
+        if users:
+            checked.append(path.name)
+            assert "pointseg.torchvision_compat" in imports[: users[0]], f"{path}: import the shim first"
+    assert {"models.py", "metrics.py", "training.py"} <= set(checked)
+
+
+def test_importing_pointseg_imports_no_torch() -> None:
+    result = run_python("import sys, pointseg; print('torch' in sys.modules)")
+    assert (result.returncode, result.stdout.strip()) == (0, "False"), result.stderr
 
 
 def test_torchvision_alone_fails_where_the_shim_is_needed() -> None:

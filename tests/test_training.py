@@ -53,6 +53,7 @@ def epoch_losses(run_dir: Path) -> list[float]:
     return [float(row["train_loss_epoch"]) for row in read_metrics(run_dir) if row.get("train_loss_epoch")]
 
 
+@pytest.mark.integration
 def test_small_config_trains_on_points_loss_falls_and_checkpoints(
     fake_deepglobe: Path, tmp_path: Path
 ) -> None:
@@ -83,6 +84,7 @@ def test_small_config_trains_on_points_loss_falls_and_checkpoints(
     assert 0 < trained.val_miou <= 1
 
 
+@pytest.mark.integration
 def test_resume_continues_the_epoch_count(fake_deepglobe: Path, tmp_path: Path) -> None:
     first = train(
         small_config(fake_deepglobe, tmp_path, "trainer.max_epochs=2", "run_name=resumed"), progress=False
@@ -113,6 +115,7 @@ def test_resume_from_missing_checkpoint_is_an_error(fake_deepglobe: Path, tmp_pa
         train(small_config(fake_deepglobe, tmp_path), resume=tmp_path / "nothing-here", progress=False)
 
 
+@pytest.mark.integration
 def test_dense_supervision_trains_on_masks(fake_deepglobe: Path, tmp_path: Path) -> None:
     config = small_config(
         fake_deepglobe,
@@ -129,6 +132,7 @@ def test_dense_supervision_trains_on_masks(fake_deepglobe: Path, tmp_path: Path)
     assert fractions and all(f > 0.9 for f in fractions)
 
 
+@pytest.mark.integration
 def test_ddp_two_processes_on_cpu(fake_deepglobe: Path, tmp_path: Path) -> None:
     """Two DDP processes (gloo) launched by Lightning from the real command line."""
     command = [

@@ -1,7 +1,7 @@
-"""pointseg: land-cover segmentation from sparse point labels."""
+"""pointseg: land-cover segmentation from sparse point labels.
 
-from pointseg.torchvision_compat import ensure_torchvision_importable
-
-ensure_torchvision_importable()
+Importing the package imports nothing heavy (no torch): the command line answers ``--help``
+and reports a bad config before the training stack is loaded.
+"""
 
 __version__ = "0.1.0"

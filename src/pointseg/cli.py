@@ -7,14 +7,21 @@ and exits with status 1; heavy modules are imported inside the commands so ``--h
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
+from pointseg.choices import MAX_OVERLAP, TILE_MULTIPLE, Device, OutputFormat, Overlap, Precision, Tile, check
 from pointseg.errors import PointsegError
+from pointseg.progress import no_progress, track_items
 from pointseg.serving import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, DEFAULT_REQUEST_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from pointseg.inference import InferenceModel
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Land-cover segmentation from sparse point labels."
@@ -36,6 +43,39 @@ SchemaOption = Annotated[
 ImagesDirOption = Annotated[str, typer.Option(help="--format folder: subfolder of images.")]
 MasksDirOption = Annotated[str, typer.Option(help="--format folder: subfolder of masks.")]
 MaskPatternOption = Annotated[str, typer.Option(help="--format folder: mask stem for an image stem.")]
+
+
+def choice_option(kind: Any, flag: str, help: str) -> Any:
+    """A typer option that takes one of the ``Literal`` ``kind``'s values (a bad one is an ``error:``)."""
+    return typer.Option(
+        flag,
+        parser=lambda text: check(kind, text, flag),
+        metavar="[" + "|".join(get_args(kind)) + "]",
+        help=help,
+    )
+
+
+def range_option(kind: Any, flag: str, help: str) -> Any:
+    """A typer option whose value, when given, must be of the constrained type ``kind`` (e.g. Overlap)."""
+    return typer.Option(
+        flag, callback=lambda value: None if value is None else check(kind, value, flag), help=help
+    )
+
+
+DeviceOption = Annotated[Device, choice_option(Device, "--device", help="Where the model runs.")]
+PrecisionOption = Annotated[
+    Precision, choice_option(Precision, "--precision", help="fp32, or bf16 autocast (torch models).")
+]
+TileOption = Annotated[
+    int | None,
+    range_option(
+        Tile, "--tile", f"Sliding-window tile, a multiple of {TILE_MULTIPLE} px (default: the model's)."
+    ),
+]
+OverlapOption = Annotated[
+    float | None,
+    range_option(Overlap, "--overlap", f"Tile overlap fraction, 0-{MAX_OVERLAP:g} (default: the model's)."),
+]
 
 
 @data_app.command("check")
@@ -111,7 +151,6 @@ def points_simulate(
     from pointseg.datasets import discover_dataset
     from pointseg.point_maps import simulate_dataset_points
     from pointseg.points import PointProtocol
-    from pointseg.progress import item_progress
     from pointseg.raster import staged_directory
 
     protocol = PointProtocol(
@@ -128,7 +167,7 @@ def points_simulate(
     images = len(discovery.require_usable())
     with (
         staged_directory(out, replace=overwrite) as staging,
-        item_progress(console, "simulating points", images, "images") as advance,
+        track_items(console, "simulating points", images) as advance,
     ):
         summary = simulate_dataset_points(discovery, protocol, staging, advance)
     totals = summary.to_dict()
@@ -230,32 +269,24 @@ def evaluate_command(
     ] = None,
     split: Annotated[str | None, typer.Option(help="LandCover.ai: train | val | test list.")] = None,
     schema: SchemaOption = None,
-    tile: Annotated[
-        int | None, typer.Option(help="Sliding-window tile (default: the training config's).")
-    ] = None,
-    overlap: Annotated[
-        float | None, typer.Option(help="Tile overlap fraction (default: training's).")
-    ] = None,
+    tile: TileOption = None,
+    overlap: OverlapOption = None,
     batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
-    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
-    precision: Annotated[str, typer.Option(help="fp32 | bf16")] = "fp32",
+    device: DeviceOption = "cpu",
+    precision: PrecisionOption = "fp32",
 ) -> None:
     """Macro mIoU, per-class IoU, accuracy and confusion matrix on whole images' dense masks."""
-    from rich.progress import Progress
-
     from pointseg.checkpoint import load_trained_model
     from pointseg.datasets import discover_dataset, select_refs
     from pointseg.evaluation import evaluate_model, report_json
     from pointseg.runs import write_json
 
-    precision = check_choice("--precision", precision, ("fp32", "bf16"))
     trained = load_trained_model(checkpoint, device)
     discovery = discover_dataset(format, data, schema, split=split)
     refs = discovery.require_usable()
     if select:
         refs = select_refs(refs, select, "--select")
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("evaluating", total=len(refs))
+    with track_items(console, "evaluating", len(refs)) as advance:
         report = evaluate_model(
             trained,
             refs,
@@ -264,8 +295,8 @@ def evaluate_command(
             overlap,
             batch_size,
             device,
-            precision,  # type: ignore[arg-type]
-            on_image=lambda ref: bar.advance(task),
+            precision,
+            on_image=lambda ref: advance(ref.id),
         )
     console.print(report.to_table(title=f"{checkpoint} on {len(refs)} image(s) of {data}"))
     if json_out is not None:
@@ -285,28 +316,31 @@ def plot_prediction_command(
     select: Annotated[list[str], typer.Option("--select", help="Ids/groups to plot (wildcards).")],
     out: Annotated[Path, typer.Option("--out", help="A .png (one image) or a folder for <id>.png figures.")],
     schema: SchemaOption = None,
-    tile: Annotated[int | None, typer.Option(help="Sliding-window tile (default: training's).")] = None,
-    overlap: Annotated[float | None, typer.Option(help="Tile overlap (default: training's).")] = None,
-    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    tile: TileOption = None,
+    overlap: OverlapOption = None,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Image | ground truth | prediction of a model, one figure per selected image."""
     from pointseg.checkpoint import load_trained_model
     from pointseg.datasets import discover_dataset, select_refs
-    from pointseg.plots import plot_model_predictions
+    from pointseg.evaluation import plot_model_predictions
 
     trained = load_trained_model(checkpoint, device)
     discovery = discover_dataset(format, data, schema)
     refs = select_refs(discovery.require_usable(), select, "--select")
-    plot_model_predictions(
-        trained,
-        refs,
-        discovery.schema,
-        out,
-        tile,
-        overlap,
-        device=device,
-        on_image=lambda path: console.print(f"figure: {path}", soft_wrap=True),
-    )
+    with track_items(console, "plotting", len(refs)) as advance:
+        written = plot_model_predictions(
+            trained,
+            refs,
+            discovery.schema,
+            out,
+            tile,
+            overlap,
+            device=device,
+            on_image=lambda p: advance(p.name),
+        )
+    for path in written:
+        console.print(f"figure: {path}", soft_wrap=True, highlight=False)
 
 
 @plot_app.command("points")
@@ -361,14 +395,15 @@ def predict_command(
     onnx: Annotated[
         Path | None, typer.Option("--onnx", help="An ONNX model from `pointseg export onnx`.")
     ] = None,
-    tile: Annotated[int | None, typer.Option(help="Tile size in pixels (default: the model's).")] = None,
-    overlap: Annotated[
-        float | None, typer.Option(help="Tile overlap fraction, 0-0.5 (default: the model's).")
-    ] = None,
+    tile: TileOption = None,
+    overlap: OverlapOption = None,
     batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
-    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
-    precision: Annotated[str, typer.Option(help="fp32 | bf16 (autocast; torch only)")] = "fp32",
-    output_format: Annotated[str, typer.Option("--format", help="geotiff | png | both")] = "geotiff",
+    device: DeviceOption = "cpu",
+    precision: PrecisionOption = "fp32",
+    output_format: Annotated[
+        OutputFormat,
+        choice_option(OutputFormat, "--format", help="Class maps as GeoTIFF, colour PNG or both."),
+    ] = "geotiff",
     probabilities: Annotated[
         bool,
         typer.Option("--probabilities", help="Also write <stem>_confidence.tif (max softmax probability)."),
@@ -379,10 +414,7 @@ def predict_command(
 
     from pointseg.prediction import predict_files
 
-    output_format = check_choice("--format", output_format, ("geotiff", "png", "both"))
-    model = load_inference_model(
-        checkpoint, onnx, device, check_choice("--precision", precision, ("fp32", "bf16"))
-    )
+    model = load_inference_model(checkpoint, onnx, device, precision)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -404,7 +436,7 @@ def predict_command(
             overlap,
             batch_size,
             device,
-            output_format,  # type: ignore[arg-type]
+            output_format,
             probabilities,
             on_start=start,
             on_tiles=lambda n: bar.advance(task, n),
@@ -418,7 +450,9 @@ def predict_command(
         )
 
 
-def load_inference_model(checkpoint: Path | None, onnx: Path | None, device: str, precision: str):  # type: ignore[no-untyped-def]
+def load_inference_model(
+    checkpoint: Path | None, onnx: Path | None, device: Device, precision: Precision
+) -> InferenceModel:
     """The model behind ``--checkpoint`` (torch) or ``--onnx`` (ONNX Runtime); exactly one must be given."""
     from pointseg.export import load_onnx_model, torch_inference_model
 
@@ -434,7 +468,7 @@ def load_inference_model(checkpoint: Path | None, onnx: Path | None, device: str
     from pointseg.checkpoint import load_trained_model
 
     assert checkpoint is not None
-    return torch_inference_model(load_trained_model(checkpoint, device), device, precision)  # type: ignore[arg-type]
+    return torch_inference_model(load_trained_model(checkpoint, device), device, precision)
 
 
 @export_app.command("onnx")
@@ -455,8 +489,8 @@ def serve_command(
     host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 opens it to others.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 5000,
     workers: Annotated[int, typer.Option(help="Worker processes, each with its own copy of the model.")] = 1,
-    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
-    precision: Annotated[str, typer.Option(help="fp32 | bf16")] = "fp32",
+    device: DeviceOption = "cpu",
+    precision: PrecisionOption = "fp32",
     max_upload_mb: Annotated[
         int, typer.Option(help="Largest upload, MiB (413, refused while read).")
     ] = DEFAULT_MAX_UPLOAD_MB,
@@ -476,7 +510,7 @@ def serve_command(
     settings = ServeSettings.checked(
         checkpoint=checkpoint,
         device=device,
-        precision=check_choice("--precision", precision, ("fp32", "bf16")),
+        precision=precision,
         max_upload_bytes=max_upload_mb * 2**20,
         max_pixels=max_pixels,
         max_queue=max_queue,
@@ -522,32 +556,31 @@ def experiment_density_command(
     ] = None,
     seeds: Annotated[list[int] | None, typer.Option("--seeds", help="Repeat each regime per seed.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: key=value.")] = None,
-    device: Annotated[str | None, typer.Option(help="Evaluate on cpu | cuda (default: as trained).")] = None,
-    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+    device: Annotated[
+        Device | None, choice_option(Device, "--device", help="Where to evaluate (default: as trained).")
+    ] = None,
+    progress: Annotated[
+        bool, typer.Option(help="Show progress: of training, and of the test evaluation of each run.")
+    ] = True,
 ) -> None:
     """Test mIoU against the labelled-pixel fraction: one run per label regime and seed; resumable."""
     from rich.markdown import Markdown
 
     from pointseg.experiments import density_sweep
 
-    if device is not None:
-        device = check_choice("--device", device, ("cpu", "cuda"))
     density_sweep(
-        config, out, regimes, seeds, set_ or [], progress=progress, device=device, announce=console.rule
+        config,
+        out,
+        regimes,
+        seeds,
+        set_ or [],
+        progress=progress,
+        device=device,
+        announce=console.rule,
+        track=partial(track_items, console) if progress else no_progress,
     )
     console.print(Markdown((out / "results.md").read_text()))
     console.print(f"results: {out}", soft_wrap=True)
-
-
-def check_choice(option: str, value: str, choices: tuple[str, ...]) -> str:
-    """Return ``value`` if it is one of ``choices``.
-
-    Raises:
-        PointsegError: naming the option, the value and the choices.
-    """
-    if value not in choices:
-        raise PointsegError(f"{option} {value!r}: expected one of {', '.join(choices)}")
-    return value
 
 
 def main() -> None:
@@ -555,8 +588,8 @@ def main() -> None:
     try:
         # Without standalone mode, click returns a command's `raise typer.Exit(n)` as n instead of exiting.
         status = app(standalone_mode=False)
-    except PointsegError as error:
-        error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    except (PointsegError, OSError, UnicodeDecodeError, ValidationError) as error:
+        error_console.print(f"[bold red]error:[/] {error_line(error)}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except typer.Exit as done:
         sys.exit(done.exit_code)
@@ -580,3 +613,23 @@ def click_exceptions() -> tuple[type[Exception], ...]:
 
     vendored = getattr(typer, "TyperException", None)
     return (click.ClickException,) if vendored is None else (click.ClickException, vendored)
+
+
+def error_line(error: Exception) -> str:
+    """The message of an input problem that reached the command line, for one ``error:`` line.
+
+    A ``PointsegError`` already names the file or value. The others are problems that no code
+    turned into one: a file that cannot be read or written (``OSError``, with its path), a text file
+    that is not UTF-8, or settings that fail validation.
+    """
+    if isinstance(error, OSError) and error.filename is not None:
+        reason = error.strerror or type(error).__name__
+        return f"{error.filename}: {reason}"
+    if isinstance(error, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({error.reason} at byte {error.start}); expected UTF-8"
+    if isinstance(error, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(map(str, item['loc'])) or '(top level)'}: {item['msg']}" for item in error.errors()
+        )
+        return f"invalid {error.title}: {problems}"
+    return str(error)

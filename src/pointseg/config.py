@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pointseg.choices import Overlap, Tile
 from pointseg.datasets.formats import DatasetFormat
 from pointseg.errors import PointsegError
 from pointseg.points import ProtocolSettings
@@ -142,8 +143,8 @@ class TrainerConfig(Section):
 class EvalConfig(Section):
     """Sliding-window settings for validation and evaluation on whole images."""
 
-    tile: int = Field(512, ge=32, multiple_of=32)
-    overlap: float = Field(0.25, ge=0, lt=1)
+    tile: Tile = 512
+    overlap: Overlap = 0.25
     batch_size: int = Field(4, ge=1)
 
 

@@ -1,26 +1,33 @@
-"""``pointseg evaluate``: honest macro mIoU of a trained model on dense masks.
+"""Running a trained model over samples with dense masks and scoring it: honest macro mIoU.
 
-Whole images are predicted with the same sliding window as ``pointseg predict`` (never only
-random crops), and one confusion matrix is accumulated over the whole set, ignored pixels left
-out. The mIoU is the mean over classes of per-class IoU; classes absent from both the ground
-truth and the predictions are reported as absent and left out of the mean.
+:func:`score_samples` is the one place where a model meets the ground truth: it predicts each
+sample whole with the same sliding window as ``pointseg predict`` (never only random crops),
+reads its dense mask and counts the sample's confusion matrix. ``pointseg evaluate``
+(:func:`evaluate_model`), ``pointseg plot prediction`` (:func:`plot_model_predictions`) and the
+density sweeps all go through it. One confusion matrix is accumulated over the whole set, ignored
+pixels left out. The mIoU is the mean over classes of per-class IoU; classes absent from both the
+ground truth and the predictions are reported as absent and left out of the mean.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from pointseg.checkpoint import TrainedModel
+from pointseg.choices import Overlap, Precision, Tile, check
 from pointseg.datasets import SampleRef
 from pointseg.errors import PointsegError
-from pointseg.inference import LabelSink, Precision, SlidingWindowPredictor, open_source, torch_forward
-from pointseg.metrics import SegmentationMetrics, SegmentationReport
-from pointseg.raster import read_mask
+from pointseg.inference import LabelSink, SlidingWindowPredictor, open_source, torch_forward
+from pointseg.metrics import SegmentationMetrics, SegmentationReport, report_from_confusion
+from pointseg.plots import plot_prediction
+from pointseg.raster import read_mask, read_window
 from pointseg.schema import ClassSchema
 
 
@@ -36,12 +43,15 @@ def predict_samples(
     """Predict each sample whole with the sliding window, yielding ``(ref, (H, W) uint8 labels)``.
 
     ``tile`` and ``overlap`` default to the training config's ``eval`` settings.
+
+    Raises:
+        PointsegError: for a bad ``tile`` or ``overlap``, or a bad image file.
     """
     predictor = SlidingWindowPredictor(
         torch_forward(trained.model, device, precision),
         trained.num_classes,
-        tile or trained.config.eval.tile,
-        trained.config.eval.overlap if overlap is None else overlap,
+        check(Tile, tile or trained.config.eval.tile, "tile"),
+        check(Overlap, trained.config.eval.overlap if overlap is None else overlap, "overlap"),
         batch_size,
         device=device,
     )
@@ -64,6 +74,77 @@ def require_same_classes(data: ClassSchema, model: ClassSchema) -> None:
         )
 
 
+@dataclass
+class ScoredSample:
+    """One sample predicted whole and compared with its dense mask.
+
+    Attributes:
+        ref: The sample.
+        truth: ``(H, W)`` uint8 ground truth, ``IGNORE_INDEX`` for ignored pixels.
+        prediction: ``(H, W)`` uint8 predicted labels.
+        confusion: ``(K, K)`` int64 pixel counts of this sample, rows = ground truth, columns =
+            prediction, ignored pixels left out (add them up for a set).
+    """
+
+    ref: SampleRef
+    truth: np.ndarray
+    prediction: np.ndarray
+    confusion: Tensor
+
+    def image(self) -> np.ndarray:
+        """The sample's raw ``(C, H, W)`` pixels (read from disk on each call: figures need them)."""
+        return read_window(self.ref.image_path, self.ref.window)
+
+    def report(self, schema: ClassSchema) -> SegmentationReport:
+        """mIoU, per-class IoU and accuracy of this sample alone."""
+        return report_from_confusion(self.confusion, schema.classes)
+
+
+def score_samples(
+    trained: TrainedModel,
+    refs: Sequence[SampleRef],
+    schema: ClassSchema,
+    tile: int | None = None,
+    overlap: float | None = None,
+    batch_size: int = 4,
+    device: str = "cpu",
+    precision: Precision = "fp32",
+) -> Iterator[ScoredSample]:
+    """Predict every sample whole and compare it with its dense mask, one sample at a time.
+
+    Args:
+        trained: The model.
+        refs: Samples with dense masks.
+        schema: The dataset's class schema; its classes must be the model's.
+        tile: Sliding-window tile (default: the training config's ``eval.tile``).
+        overlap: Sliding-window overlap (default: the training config's ``eval.overlap``).
+        batch_size: Tiles per forward pass.
+        device: ``cpu`` or ``cuda``.
+        precision: ``fp32`` or ``bf16`` autocast.
+
+    Yields:
+        A :class:`ScoredSample` per sample, in the order of ``refs``.
+
+    Raises:
+        PointsegError: if the classes differ, a sample has no mask (checked before any
+            prediction), a mask's size differs from its image's, or a file is bad.
+    """
+    require_same_classes(schema, trained.schema)
+    missing = [ref.image_path for ref in refs if ref.mask_path is None]
+    if missing:
+        raise PointsegError(f"{missing[0]}: no dense mask to compare the prediction with")
+    for ref, labels in predict_samples(trained, refs, tile, overlap, batch_size, device, precision):
+        assert ref.mask_path is not None
+        truth = read_mask(ref.mask_path, schema, ref.window)
+        if truth.shape != labels.shape:
+            raise PointsegError(f"{ref.mask_path}: mask is {_hw(truth.shape)}, image is {_hw(labels.shape)}")
+        metrics = SegmentationMetrics(schema.classes)
+        metrics.update(
+            torch.from_numpy(labels.astype(np.int64))[None], torch.from_numpy(truth.astype(np.int64))[None]
+        )
+        yield ScoredSample(ref, truth, labels, metrics.compute())
+
+
 def evaluate_model(
     trained: TrainedModel,
     refs: Sequence[SampleRef],
@@ -75,7 +156,7 @@ def evaluate_model(
     precision: Precision = "fp32",
     on_image: Callable[[SampleRef], None] | None = None,
 ) -> SegmentationReport:
-    """Predict every sample whole and score it against its dense mask.
+    """Predict every sample whole and score the set against the dense masks: one confusion matrix.
 
     Args:
         trained: The model.
@@ -91,24 +172,72 @@ def evaluate_model(
     Raises:
         PointsegError: if the classes differ, a sample has no mask, or a file is bad.
     """
-    require_same_classes(schema, trained.schema)
-    missing = [ref.image_path for ref in refs if ref.mask_path is None]
-    if missing:
-        raise PointsegError(f"{missing[0]}: no dense mask to evaluate against")
-    metrics = SegmentationMetrics(list(schema.classes))
-    for ref, labels in predict_samples(trained, refs, tile, overlap, batch_size, device, precision):
-        assert ref.mask_path is not None
-        truth = read_mask(ref.mask_path, schema, ref.window)
-        if truth.shape != labels.shape:
-            raise PointsegError(f"{ref.mask_path}: mask is {truth.shape}, image is {labels.shape}")
-        metrics.update(
-            torch.from_numpy(labels.astype(np.int64))[None], torch.from_numpy(truth.astype(np.int64))[None]
-        )
+    confusion = torch.zeros(schema.num_classes, schema.num_classes, dtype=torch.int64)
+    for sample in score_samples(trained, refs, schema, tile, overlap, batch_size, device, precision):
+        confusion += sample.confusion
         if on_image is not None:
-            on_image(ref)
-    return metrics.report()
+            on_image(sample.ref)
+    return report_from_confusion(confusion, schema.classes)
+
+
+def plot_model_predictions(
+    trained: TrainedModel,
+    refs: Sequence[SampleRef],
+    schema: ClassSchema,
+    out: str | Path,
+    tile: int | None = None,
+    overlap: float | None = None,
+    batch_size: int = 4,
+    device: str = "cpu",
+    precision: Precision = "fp32",
+    on_image: Callable[[Path], None] | None = None,
+) -> list[Path]:
+    """Predict samples with a model and write one image | ground truth | prediction figure per sample.
+
+    Args:
+        trained: The model.
+        refs: Samples with dense masks.
+        schema: The dataset's class schema; its classes must be the model's.
+        out: A ``.png`` file (one sample only) or a folder for ``<id>.png`` files.
+        tile: Sliding-window tile (default: the training config's ``eval.tile``).
+        overlap: Sliding-window overlap (default: the training config's ``eval.overlap``).
+        batch_size: Tiles per forward pass.
+        device: ``cpu`` or ``cuda``.
+        precision: ``fp32`` or ``bf16`` autocast.
+        on_image: Called with each figure's path once it is written.
+
+    Returns:
+        The figures written, in the order of ``refs``.
+
+    Raises:
+        PointsegError: if the classes differ, a sample has no mask, or a file is bad.
+    """
+    out = Path(out)
+    if out.suffix.lower() == ".png" and len(refs) != 1:
+        raise PointsegError(f"--out {out}: {len(refs)} images selected; give a folder for one <id>.png each")
+    written = []
+    for sample in score_samples(trained, refs, schema, tile, overlap, batch_size, device, precision):
+        report = sample.report(schema)
+        target = out if out.suffix.lower() == ".png" else out / f"{sample.ref.id}.png"
+        plot_prediction(
+            sample.image(),
+            sample.truth,
+            sample.prediction,
+            schema,
+            target,
+            title=f"{sample.ref.id}: mIoU {report.miou:.1%}, accuracy {report.accuracy:.1%} "
+            f"({trained.path.name})",
+        )
+        written.append(target)
+        if on_image is not None:
+            on_image(target)
+    return written
 
 
 def report_json(report: SegmentationReport, refs: Sequence[SampleRef], checkpoint: Path) -> dict[str, Any]:
     """The layout of ``pointseg evaluate --json``: the report, the images scored and the checkpoint."""
     return {**report.to_dict(), "images": [ref.id for ref in refs], "checkpoint": str(checkpoint)}
+
+
+def _hw(shape: Sequence[int]) -> str:
+    return f"{shape[0]}x{shape[1]} (HxW)"

@@ -54,10 +54,11 @@ from pointseg.config import (
 )
 from pointseg.datasets import SampleRef, split_samples
 from pointseg.errors import PointsegError
-from pointseg.evaluation import evaluate_model, predict_samples, report_json
+from pointseg.evaluation import evaluate_model, report_json, score_samples
 from pointseg.plots import plot_density_curve, plot_qualitative
 from pointseg.points import SPEC_FORMS, STRATEGY_PARAMETERS, PointProtocol
-from pointseg.raster import atomic_output, read_mask, read_window
+from pointseg.progress import Track, no_progress
+from pointseg.raster import atomic_output, read_mask
 from pointseg.runs import RUN_DIR_VARIABLE, best_checkpoint, write_json
 from pointseg.schema import IGNORE_INDEX, ClassSchema
 from pointseg.training import point_source, train
@@ -277,6 +278,7 @@ def density_sweep(
     progress: bool = True,
     device: str | None = None,
     announce: Callable[[str], None] = print,
+    track: Track = no_progress,
 ) -> list[RunResult]:
     """Train, evaluate on the test split and report every (regime, seed) run; resume what is done.
 
@@ -290,6 +292,8 @@ def density_sweep(
         device: Where to evaluate (``cpu`` or ``cuda``); default: CUDA if available and the
             config's accelerator is not ``cpu``.
         announce: Called with a line before each run (progress).
+        track: Shows progress over the test images of each evaluation (see
+            :func:`pointseg.progress.track_items`); by default nothing is shown.
 
     Returns:
         The results of every run, in regime-then-seed order.
@@ -319,7 +323,7 @@ def density_sweep(
         if len(plan.runs) > len(plan.regimes):
             line += f" (run {number}/{len(plan.runs)})"
         announce(f"{line}{run_state(run.run_dir)}")
-        results.append(complete_run(run, plan, device, progress))
+        results.append(complete_run(run, plan, device, progress, track))
     write_reports(plan, results, device)
     write_json(plan.out / "sweep.json", {**record, "finished": datetime.now().isoformat(timespec="seconds")})
     return results
@@ -336,7 +340,9 @@ def run_state(run_dir: Path) -> str:
     return ""
 
 
-def complete_run(run: SweepRun, plan: SweepPlan, device: str, progress: bool) -> RunResult:
+def complete_run(
+    run: SweepRun, plan: SweepPlan, device: str, progress: bool, track: Track = no_progress
+) -> RunResult:
     """Do what is left of one run (count labels, train or resume, evaluate) and return its result."""
     run_dir = run.run_dir
     check_same_settings(run)
@@ -352,7 +358,7 @@ def complete_run(run: SweepRun, plan: SweepPlan, device: str, progress: bool) ->
             train(run.config, resume=run_dir if last.is_file() else None, progress=progress)
     if not (run_dir / "test_evaluation.json").is_file():
         started = time.perf_counter()
-        evaluation = evaluate_on_test(run_dir, plan, device)
+        evaluation = evaluate_on_test(run_dir, plan, device, track)
         write_json(run_dir / "experiment.json", {**labels, "eval_seconds": time.perf_counter() - started})
         write_json(run_dir / "test_evaluation.json", evaluation)
     return read_run_result(run)
@@ -443,8 +449,12 @@ def labelled_pixels(run: SweepRun, plan: SweepPlan) -> dict[str, Any]:
     return labels
 
 
-def evaluate_on_test(run_dir: Path, plan: SweepPlan, device: str) -> dict[str, Any]:
+def evaluate_on_test(
+    run_dir: Path, plan: SweepPlan, device: str, track: Track = no_progress
+) -> dict[str, Any]:
     """Evaluate the run's best checkpoint on the test split as ``pointseg evaluate`` does.
+
+    ``track`` shows progress over the test images (see :func:`pointseg.progress.track_items`).
 
     Returns:
         The report in the layout of ``pointseg evaluate --json``.
@@ -455,9 +465,15 @@ def evaluate_on_test(run_dir: Path, plan: SweepPlan, device: str) -> dict[str, A
     checkpoint = best_checkpoint(run_dir)
     trained = load_trained_model(checkpoint, device)
     refs = plan.splits["test"]
-    report = evaluate_model(
-        trained, refs, plan.schema, batch_size=trained.config.eval.batch_size, device=device
-    )
+    with track("evaluating on test", len(refs)) as advance:
+        report = evaluate_model(
+            trained,
+            refs,
+            plan.schema,
+            batch_size=trained.config.eval.batch_size,
+            device=device,
+            on_image=lambda ref: advance(ref.id),
+        )
     if not report.confusion_matrix or sum(map(sum, report.confusion_matrix)) == 0:
         raise PointsegError(
             f"the test split ({len(refs)} image(s)) has no valid (non-ignored) pixel to score"
@@ -677,18 +693,19 @@ def plot_regime_predictions(
         *(s for s in summaries if s.regime.dense),
     ]
     ref = plan.splits["test"][0]
-    assert ref.mask_path is not None
     predictions = {}
     for summary in {s.regime.slug: s for s in chosen}.values():  # one panel per regime, in order
         run = summary.runs[0]
         trained = load_trained_model(best_checkpoint(run.run_dir), device)
-        _, labels = next(
-            predict_samples(trained, [ref], batch_size=trained.config.eval.batch_size, device=device)
+        sample = next(
+            score_samples(
+                trained, [ref], plan.schema, batch_size=trained.config.eval.batch_size, device=device
+            )
         )
-        predictions[f"{summary.regime.name} (test mIoU {percent(run.miou)}%)"] = labels
+        predictions[f"{summary.regime.name} (test mIoU {percent(run.miou)}%)"] = sample.prediction
     plot_qualitative(
-        read_window(ref.image_path, ref.window),
-        read_mask(ref.mask_path, plan.schema, ref.window),
+        sample.image(),
+        sample.truth,
         predictions,
         plan.schema,
         out,

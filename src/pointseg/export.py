@@ -11,38 +11,20 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from pointseg.checkpoint import TrainedModel
+from pointseg.choices import Precision
 from pointseg.errors import PointsegError
-from pointseg.inference import Forward, Precision, torch_forward
+from pointseg.inference import InferenceModel, torch_forward
 from pointseg.normalization import BandStats
 from pointseg.raster import atomic_output
 from pointseg.schema import ClassSchema
 
 METADATA_KEY = "pointseg"
-
-
-@dataclass
-class InferenceModel:
-    """What prediction needs from a model, whichever runtime executes it."""
-
-    forward: Forward
-    schema: ClassSchema
-    band_stats: BandStats
-    tile: int
-    overlap: float
-    metadata: dict[str, Any]
-
-    @property
-    def num_classes(self) -> int:
-        """Number of output classes."""
-        return self.schema.num_classes
 
 
 def torch_inference_model(

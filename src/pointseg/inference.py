@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import rasterio
@@ -33,16 +33,33 @@ from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 from torch import nn
 
+from pointseg.choices import Overlap, Precision, check
 from pointseg.errors import PointsegError
 from pointseg.normalization import BandStats
 from pointseg.raster import open_raster, read_pixels
-from pointseg.schema import IGNORE_INDEX
+from pointseg.schema import IGNORE_INDEX, ClassSchema
 
-Precision = Literal["fp32", "bf16"]
 WHOLE_READ_DRIVERS = ("JPEG", "PNG")  # stream-compressed formats: read once, not window by window
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 """Maps a ``(B, C, tile, tile)`` float32 batch to ``(B, K, tile, tile)`` logits."""
+
+
+@dataclass
+class InferenceModel:
+    """What prediction needs from a model, whichever runtime (torch, ONNX Runtime) executes it."""
+
+    forward: Forward
+    schema: ClassSchema
+    band_stats: BandStats
+    tile: int
+    overlap: float
+    metadata: dict[str, Any]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output classes."""
+        return self.schema.num_classes
 
 
 class ImageSource(Protocol):
@@ -281,8 +298,7 @@ class SlidingWindowPredictor:
         batch_size: int = 4,
         device: torch.device | str = "cpu",
     ):
-        if not 0 <= overlap <= 0.5:
-            raise PointsegError(f"overlap {overlap}: expected a fraction between 0 and 0.5")
+        check(Overlap, overlap, "overlap")
         if tile < 16:
             raise PointsegError(f"tile {tile}: expected at least 16 pixels")
         if batch_size < 1:

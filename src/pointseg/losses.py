@@ -1,8 +1,10 @@
 """Losses for training from sparse point labels, and the ordinary dense cross-entropy.
 
 The mathematics lives in pure functions (:func:`partial_cross_entropy`,
-:func:`partial_focal_cross_entropy`, :func:`dense_cross_entropy`); the ``nn.Module`` classes
-only hold settings and call them. :func:`build_loss` picks one by name.
+:func:`partial_focal_cross_entropy`, :func:`dense_cross_entropy`), each computing the labelled
+negative log-likelihood through ``F.cross_entropy(..., ignore_index=IGNORE_INDEX,
+reduction="sum"/"none")`` as segmentation_models_pytorch's functional losses do; the
+``nn.Module`` classes only hold settings and call them. :func:`build_loss` picks one by name.
 
 Every loss takes ``logits`` of shape ``(B, C, H, W)`` (unnormalised class scores) and ``target``
 of shape ``(B, H, W)`` (int64 class indices in ``0..C-1``, or ``IGNORE_INDEX`` = 255 on pixels
@@ -26,15 +28,12 @@ LOSS_NAMES = ("pce", "pfce", "ce")
 """Names accepted by :func:`build_loss`: partial CE, partial focal CE, dense CE."""
 
 
-def _labelled_nll(
-    logits: Tensor, target: Tensor, ignore_index: int, weight: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Per-pixel negative log-likelihood in float32, safe at unlabelled pixels.
+def _class_weight(logits: Tensor, target: Tensor, weight: Tensor | None) -> Tensor | None:
+    """Check the shapes; return the class weights as float32 on the logits' device (or None).
 
-    Returns:
-        ``nll`` ``(B, H, W)`` float32 (its value at unlabelled pixels is meaningless and must be
-        masked out with :func:`torch.where`), ``labelled`` ``(B, H, W)`` bool, and the per-pixel
-        class weight ``(B, H, W)`` float32 or None.
+    Raises:
+        ValueError: if ``logits`` is not ``(B, C, H, W)`` or ``target`` not ``(B, H, W)``.
+        PointsegError: if ``weight`` does not have one value per class.
     """
     if logits.ndim != 4 or target.shape != (logits.shape[0], *logits.shape[2:]):
         raise ValueError(
@@ -42,25 +41,19 @@ def _labelled_nll(
             f"and {tuple(target.shape)}"
         )
     num_classes = logits.shape[1]
-    if weight is not None and weight.shape != (num_classes,):
+    if weight is None:
+        return None
+    if weight.shape != (num_classes,):
         raise PointsegError(
             f"class_weights has {weight.numel()} value(s) but the model predicts {num_classes} "
             "classes; give one weight per class"
         )
-    labelled = target != ignore_index
-    # Unlabelled pixels hold ignore_index (255), which would index out of range: use class 0 there
-    # and drop those pixels afterwards.
-    safe_target = torch.where(labelled, target, torch.zeros_like(target)).long()
-    log_probs = F.log_softmax(logits.float(), dim=1)
-    nll = -log_probs.gather(1, safe_target.unsqueeze(1)).squeeze(1)
-    pixel_weight = None if weight is None else weight.to(device=nll.device, dtype=torch.float32)[safe_target]
-    return nll, labelled, pixel_weight
+    return weight.to(device=logits.device, dtype=torch.float32)
 
 
-def _mean_over_labelled(per_pixel: Tensor, labelled: Tensor, eps: float) -> Tensor:
-    """Sum ``per_pixel`` over labelled pixels and divide by their count (+ ``eps``)."""
-    total = torch.where(labelled, per_pixel, torch.zeros_like(per_pixel)).sum()
-    return total / (labelled.sum() + eps)
+def _per_labelled_pixel(total: Tensor, target: Tensor, ignore_index: int, eps: float) -> Tensor:
+    """Divide a sum over labelled pixels by their count (+ ``eps``)."""
+    return total / ((target != ignore_index).sum() + eps)
 
 
 def partial_cross_entropy(
@@ -101,9 +94,12 @@ def partial_cross_entropy(
         PointsegError: if ``weight`` does not have one value per class.
     """
     with torch.autocast(device_type=logits.device.type, enabled=False):
-        nll, labelled, pixel_weight = _labelled_nll(logits, target, ignore_index, weight)
-        per_pixel = nll if pixel_weight is None else nll * pixel_weight
-        return _mean_over_labelled(per_pixel, labelled, eps)
+        class_weight = _class_weight(logits, target, weight)
+        # Ignored pixels contribute 0 to the sum and receive exactly zero gradient.
+        total = F.cross_entropy(
+            logits.float(), target.long(), weight=class_weight, ignore_index=ignore_index, reduction="sum"
+        )
+        return _per_labelled_pixel(total, target, ignore_index, eps)
 
 
 def partial_focal_cross_entropy(
@@ -143,14 +139,17 @@ def partial_focal_cross_entropy(
         PointsegError: if ``weight`` does not have one value per class.
     """
     with torch.autocast(device_type=logits.device.type, enabled=False):
-        nll, labelled, pixel_weight = _labelled_nll(logits, target, ignore_index, weight)
+        class_weight = _class_weight(logits, target, weight)
+        # Per-pixel -log p_t; 0, with zero gradient, at ignored pixels.
+        nll = F.cross_entropy(logits.float(), target.long(), ignore_index=ignore_index, reduction="none")
         # 1 - p_t = 1 - exp(-CE), computed as -expm1(-CE) to keep precision when CE is small. The
         # floor keeps the gradient of x**gamma finite where p_t rounds to 1 (also for 0 < gamma < 1).
         one_minus_pt = (-torch.expm1(-nll)).clamp_min(torch.finfo(torch.float32).tiny)
         per_pixel = one_minus_pt.pow(gamma) * nll
-        if pixel_weight is not None:
-            per_pixel = per_pixel * pixel_weight
-        return _mean_over_labelled(per_pixel, labelled, eps)
+        if class_weight is not None:
+            labelled = target != ignore_index
+            per_pixel = per_pixel * class_weight[torch.where(labelled, target, 0).long()]
+        return _per_labelled_pixel(per_pixel.sum(), target, ignore_index, eps)
 
 
 def dense_cross_entropy(
@@ -175,7 +174,7 @@ def dense_cross_entropy(
         Scalar float32 loss.
     """
     with torch.autocast(device_type=logits.device.type, enabled=False):
-        class_weight = None if weight is None else weight.to(device=logits.device, dtype=torch.float32)
+        class_weight = _class_weight(logits, target, weight)
         return F.cross_entropy(logits.float(), target, weight=class_weight, ignore_index=ignore_index)
 
 
@@ -314,11 +313,13 @@ def weighted_partial_cross_entropy(
             f"expected pixel_weight shaped like target {tuple(target.shape)}, got {tuple(pixel_weight.shape)}"
         )
     with torch.autocast(device_type=logits.device.type, enabled=False):
-        nll, labelled, class_weight = _labelled_nll(logits, target, ignore_index, weight)
-        confidence = torch.where(labelled, pixel_weight.float(), torch.zeros_like(nll))
-        per_pixel = nll * confidence if class_weight is None else nll * confidence * class_weight
-        total = torch.where(labelled, per_pixel, torch.zeros_like(per_pixel)).sum()
-        return total / (confidence.sum() + eps)
+        class_weight = _class_weight(logits, target, weight)
+        # Per-pixel weighted NLL; ignored pixels are exactly 0 with zero gradient.
+        nll = F.cross_entropy(
+            logits.float(), target.long(), weight=class_weight, ignore_index=ignore_index, reduction="none"
+        )
+        confidence = torch.where(target != ignore_index, pixel_weight.float(), torch.zeros_like(nll))
+        return (nll * confidence).sum() / (confidence.sum() + eps)
 
 
 def propagation_loss(

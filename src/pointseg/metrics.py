@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pointseg.torchvision_compat  # noqa: F401  # isort: skip  (shim first: torchvision)
 import torch
 from rich.table import Table
 from torch import Tensor

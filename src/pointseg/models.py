@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pointseg.torchvision_compat  # noqa: F401  # isort: skip  (shim first: torchvision)
 import segmentation_models_pytorch as smp
 import torch
 from huggingface_hub import constants as hf_constants

@@ -1,4 +1,6 @@
-"""Every figure the README and the experiments show, written as PNG.
+"""Every figure the README and the experiments show, drawn from arrays and written as PNG.
+
+Nothing here runs a model: :mod:`pointseg.evaluation` predicts and scores, then calls these.
 
 - :func:`plot_prediction`: image | ground truth | prediction, with a class legend;
 - :func:`plot_qualitative`: image | ground truth | one prediction per label regime;
@@ -13,7 +15,7 @@ returns its ``Figure`` so callers and tests can inspect titles and legends.
 Images are shown from their raw ``(C, H, W)`` pixels of any dtype: bands 1-3 as RGB (a single
 band as grey), each stretched between its 2nd and 98th percentile. Images and label maps larger
 than :data:`DISPLAY_MAX_SIDE` pixels are subsampled by a whole-pixel stride before drawing, so a
-2448 x 2448 scene plots in well under a second; axes keep full-resolution pixel coordinates.
+2448 x 2448 scene plots in about a second; axes keep full-resolution pixel coordinates.
 Ignored pixels (``IGNORE_INDEX``) are drawn black (or grey when black is a class colour) and
 listed in the legend.
 """
@@ -23,25 +25,19 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, PercentFormatter
 from PIL import Image
 
-from pointseg.checkpoint import TrainedModel
 from pointseg.colors import display_rgb
-from pointseg.datasets import SampleRef
 from pointseg.errors import PointsegError
-from pointseg.evaluation import predict_samples, require_same_classes
-from pointseg.inference import Precision
-from pointseg.metrics import SegmentationMetrics
-from pointseg.raster import atomic_output, read_mask, read_window
+from pointseg.raster import atomic_output, read_window
 from pointseg.schema import IGNORE_INDEX, RGB, ClassSchema
 
 DISPLAY_MAX_SIDE = 800
@@ -328,69 +324,6 @@ def plot_density_curve(results_csv: str | Path, out: str | Path, title: str | No
     ax.set_title(title or "mIoU against label density")
     _save(fig, out)
     return fig
-
-
-def plot_model_predictions(
-    trained: TrainedModel,
-    refs: Sequence[SampleRef],
-    schema: ClassSchema,
-    out: str | Path,
-    tile: int | None = None,
-    overlap: float | None = None,
-    batch_size: int = 4,
-    device: str = "cpu",
-    precision: Precision = "fp32",
-    on_image: Callable[[Path], None] | None = None,
-) -> list[Path]:
-    """Predict samples with a model and write one :func:`plot_prediction` figure per sample.
-
-    Args:
-        trained: The model.
-        refs: Samples with dense masks.
-        schema: The dataset's class schema; its classes must be the model's.
-        out: A ``.png`` file (one sample only) or a folder for ``<id>.png`` files.
-        tile: Sliding-window tile (default: the training config's ``eval.tile``).
-        overlap: Sliding-window overlap (default: the training config's ``eval.overlap``).
-        batch_size: Tiles per forward pass.
-        device: ``cpu`` or ``cuda``.
-        precision: ``fp32`` or ``bf16`` autocast.
-        on_image: Called with each figure's path once it is written.
-
-    Returns:
-        The figures written, in the order of ``refs``.
-
-    Raises:
-        PointsegError: if the classes differ, a sample has no mask, or a file is bad.
-    """
-    require_same_classes(schema, trained.schema)
-    out = Path(out)
-    if out.suffix.lower() == ".png" and len(refs) != 1:
-        raise PointsegError(f"--out {out}: {len(refs)} images selected; give a folder for one <id>.png each")
-    written = []
-    for ref, labels in predict_samples(trained, refs, tile, overlap, batch_size, device, precision):
-        if ref.mask_path is None:
-            raise PointsegError(f"{ref.image_path}: no dense mask to compare the prediction with")
-        truth = read_mask(ref.mask_path, schema, ref.window)
-        if truth.shape != labels.shape:
-            raise PointsegError(f"{ref.mask_path}: mask is {_hw(truth.shape)}, image is {_hw(labels.shape)}")
-        metrics = SegmentationMetrics(schema.classes)
-        metrics.update(
-            torch.from_numpy(labels[None].astype(np.int64)), torch.from_numpy(truth[None].astype(np.int64))
-        )
-        report = metrics.report()
-        target = out if out.suffix.lower() == ".png" else out / f"{ref.id}.png"
-        plot_prediction(
-            read_window(ref.image_path, ref.window),
-            truth,
-            labels,
-            schema,
-            target,
-            title=f"{ref.id}: mIoU {report.miou:.1%}, accuracy {report.accuracy:.1%} ({trained.path.name})",
-        )
-        written.append(target)
-        if on_image is not None:
-            on_image(target)
-    return written
 
 
 def plot_points_file(

@@ -102,7 +102,7 @@ def simulate_dataset_points(
     discovery: Discovery,
     protocol: PointProtocol,
     staging: Path,
-    advance: Callable[[], None] | None = None,
+    advance: Callable[[str], None] | None = None,
 ) -> PointSummary:
     """Simulate points for every sample of a dataset and write their files into ``staging``.
 
@@ -110,7 +110,7 @@ def simulate_dataset_points(
         discovery: The dataset, with dense masks.
         protocol: How to simulate the points.
         staging: Folder to write ``<id>.png``/``.tif``, ``<id>.geojson`` and ``summary.json`` into.
-        advance: Called after each sample (to show progress).
+        advance: Called with each sample's id once it is done (to show progress).
 
     Raises:
         PointsegError: for a dataset with problems (missing pairs) or a mask with unknown values.
@@ -135,7 +135,7 @@ def simulate_dataset_points(
         write_point_files(staging, ref.id, points, schema, *georeferencing(ref))
         summary.add(ref.id, points, int(np.count_nonzero(mask != IGNORE_INDEX)))
         if advance is not None:
-            advance()
+            advance(ref.id)
     write_summary(staging, summary)
     return summary
 

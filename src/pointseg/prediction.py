@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -32,10 +32,10 @@ import torch
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
+from pointseg.choices import OutputFormat, Tile, check
 from pointseg.colors import palette_colormap
 from pointseg.errors import PointsegError
-from pointseg.export import InferenceModel
-from pointseg.inference import RasterSource, SlidingWindowPredictor
+from pointseg.inference import InferenceModel, RasterSource, SlidingWindowPredictor
 from pointseg.raster import (
     IMAGE_SUFFIXES,
     atomic_output,
@@ -45,7 +45,6 @@ from pointseg.raster import (
 )
 from pointseg.schema import IGNORE_INDEX
 
-OutputFormat = Literal["geotiff", "png", "both"]
 BLOCK_SIZE = 512
 GDAL_CACHE_MB = 128
 """GDAL's block cache during prediction (unless the GDAL_CACHEMAX environment variable says otherwise).
@@ -246,9 +245,7 @@ def predict_files(
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise PointsegError(f"--out {out_dir}: is a file; expected a folder for the outputs")
-    tile = tile or model.tile
-    if tile % 32:
-        raise PointsegError(f"--tile {tile}: expected a multiple of 32 (the networks downsample by up to 32)")
+    tile = check(Tile, tile or model.tile, "--tile")
     predictor = SlidingWindowPredictor(
         model.forward,
         model.num_classes,

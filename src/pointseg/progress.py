@@ -1,9 +1,9 @@
-"""Progress a user can see for long commands: a rich bar on a terminal, plain lines otherwise.
+"""Progress over a known number of items (images): a bar on a terminal, plain lines otherwise.
 
-A command that goes through N items calls the ``advance`` function that :func:`item_progress`
-yields once per item done. On a terminal that updates a bar with the count and the time left;
-when stdout is a log file or a pipe (where a bar shows nothing until the end) it prints one line
-each time another tenth of the items is done, with the elapsed time and an estimate of what is left.
+On a terminal, rich draws one transient bar with the count done and the time left. When the
+output is a file or a pipe (a log, a background job), a bar would print nothing useful, so plain
+lines are printed instead, one each time another tenth of the items is done (every item when
+there are at most ten): ``evaluating: 3/10 images (100_sat), 0:12 elapsed, about 0:28 left``.
 """
 
 from __future__ import annotations
@@ -11,25 +11,36 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import timedelta
+from contextlib import AbstractContextManager, contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 PLAIN_LINES = 10
-"""Lines a run prints when stdout is not a terminal (one per tenth of the items)."""
+"""Lines at most that a run prints when stdout is not a terminal (one per tenth of the items)."""
+
+Advance = Callable[[str], None]
+"""Called with an item's name once the item is done."""
+Track = Callable[[str, int], AbstractContextManager[Advance]]
+"""Given a description and an item count, a context that shows progress and yields an :data:`Advance`."""
+
+
+def clock(seconds: float) -> str:
+    """``75.2`` -> ``1:15``; ``3725`` -> ``1:02:05``."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 @contextmanager
-def item_progress(console: Console, description: str, total: int, unit: str) -> Iterator[Callable[[], None]]:
-    """Show progress through ``total`` items; yield the function to call once per item done.
+def track_items(console: Console, description: str, total: int, unit: str = "images") -> Iterator[Advance]:
+    """Show progress over ``total`` items while the block runs; yield the function to call per item.
 
     Args:
-        console: Where to show it; a bar if it is a terminal, plain lines otherwise.
-        description: What is being done, e.g. ``"simulating points"``.
+        console: Where to show it (a bar if it is a terminal, else plain lines).
+        description: What is being done, e.g. ``evaluating``.
         total: Number of items.
-        unit: What an item is, plural, e.g. ``"images"``.
+        unit: What the items are, for the count.
     """
     if console.is_terminal:
         columns = (
@@ -41,21 +52,22 @@ def item_progress(console: Console, description: str, total: int, unit: str) -> 
         )
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task(description, total=total)
-            yield lambda: bar.advance(task)
+            yield lambda name: bar.advance(task)
         return
-    start = time.monotonic()
+    started = time.perf_counter()
     step = max(1, math.ceil(total / PLAIN_LINES))
     done = 0
 
-    def advance() -> None:
+    def advance(name: str) -> None:
         nonlocal done
         done += 1
         if done % step and done != total:
             return
-        elapsed = time.monotonic() - start
-        left = _duration(elapsed / done * (total - done))
+        elapsed = time.perf_counter() - started
+        left = elapsed / done * (total - done)
         console.print(
-            f"{description}: {done}/{total} {unit}, {_duration(elapsed)} elapsed, about {left} left",
+            f"{description}: {done}/{total} {unit} ({name}), {clock(elapsed)} elapsed, "
+            f"about {clock(left)} left",
             highlight=False,
             soft_wrap=True,
         )
@@ -63,6 +75,7 @@ def item_progress(console: Console, description: str, total: int, unit: str) -> 
     yield advance
 
 
-def _duration(seconds: float) -> str:
-    """``H:MM:SS`` for a number of seconds."""
-    return str(timedelta(seconds=round(seconds)))
+@contextmanager
+def no_progress(description: str, total: int) -> Iterator[Advance]:
+    """A :data:`Track` that shows nothing."""
+    yield lambda name: None

@@ -4,8 +4,15 @@ PyPI's torchvision wheels are CUDA builds. Next to a CPU-only torch their extens
 ``torchvision/_C`` fails to load, so ``torchvision::nms`` is never defined and
 ``import torchvision`` raises ``RuntimeError: operator torchvision::nms does not exist``
 (pytorch/vision#9085). segmentation-models-pytorch, timm, torchmetrics and Lightning all
-import torchvision, so pointseg calls :func:`ensure_torchvision_importable` when the
-package is imported, before any of them.
+import torchvision.
+
+Importing this module applies the shim (:func:`ensure_torchvision_importable`). Every pointseg
+module that imports one of those packages imports this module first, as its first import::
+
+    import pointseg.torchvision_compat  # noqa: F401  # isort: skip  (shim first: torchvision)
+
+so the shim costs nothing (torch is not even imported) until a module that needs it is
+imported: ``import pointseg`` and ``pointseg --help`` stay free of torch.
 
 The fix registers only the op *schemas* that torchvision's import-time fake-kernel
 registrations need (``nms`` and ``qnms``). Calling them would still fail, but pointseg
@@ -70,3 +77,6 @@ def ensure_torchvision_importable() -> bool:
     for schema in _MISSING_OP_SCHEMAS:
         _shim_library.define(schema)
     return True
+
+
+ensure_torchvision_importable()

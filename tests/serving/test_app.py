@@ -36,6 +36,8 @@ from pointseg.serving.body_limit import BodyLimits
 from pointseg.serving.server import uvicorn_options
 from pointseg.serving.settings import SETTINGS_VARIABLE
 
+pytestmark = pytest.mark.integration  # the app is served by uvicorn on a free port
+
 MAX_UPLOAD = 1024 * 1024  # a small cap, so the 413 tests send little
 BODY_LIMIT = MAX_UPLOAD + app_module.FORM_OVERHEAD_BYTES
 CLASS_COLORS = {tuple(color) for color in deepglobe.SCHEMA.colors}

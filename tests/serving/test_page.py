@@ -19,6 +19,8 @@ from PIL import Image
 from fake_data import UTM, block_labels, image_for, write_raster
 from pointseg.datasets import deepglobe
 
+pytestmark = pytest.mark.integration  # a browser against a live server
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
