@@ -427,3 +427,59 @@ def test_test_evaluation_shows_progress_over_the_test_images(
 
     rerun(sweep, out, track=track)
     assert seen == [("evaluating on test", 1, "103_sat")]
+
+
+# ------------------------------------------------------------------------------------------ forest
+
+
+def test_forest_regime_uses_the_points_of_its_point_regime() -> None:
+    forest, points = parse_regime("forest:per-class:10"), parse_regime("per-class:10")
+    assert (forest.name, forest.slug, forest.forest, forest.dense) == (
+        "forest (10 / class)", "forest-per-class-10", True, False,
+    )  # fmt: skip
+    assert forest.settings == points.settings and not points.forest
+    assert parse_regimes(["per-class:10", "forest:per-class:10"])  # distinct regimes
+
+
+@pytest.mark.parametrize(
+    "text", ["forest", "forest:", "forest:dense", "forest:forest:density:0.1", "forest:x:1"]
+)
+def test_bad_forest_regime_is_an_error(text: str) -> None:
+    with pytest.raises(PointsegError, match=re.escape(f"regime {text!r}")):
+        parse_regime(text)
+
+
+@pytest.mark.integration
+def test_forest_regime_is_scored_on_test_masks_without_a_checkpoint(
+    fake_deepglobe: Path, tmp_path: Path
+) -> None:
+    from pointseg.baselines import evaluate_pixel_forest
+    from pointseg.training import point_source
+
+    out = tmp_path / "sweep"
+    regimes = ["forest:per-class:5", "forest:density:0.2"]
+    results = density_sweep(CPU_SMALL, out, regimes, [0], small_overrides(fake_deepglobe), progress=False)
+    assert [r.regime.slug for r in results] == ["forest-per-class-5", "forest-density-0.2"]
+    plan = plan_density_sweep(CPU_SMALL, out, regimes, [0], small_overrides(fake_deepglobe))
+    for result, run in zip(results, plan.runs, strict=True):
+        assert not list(result.run_dir.glob("checkpoints/*.ckpt"))
+        evaluation = json.loads((result.run_dir / "test_evaluation.json").read_text())
+        assert evaluation["checkpoint"] is None and evaluation["images"] == ["103_sat"]
+        # The same points and the same scoring as evaluate_pixel_forest called directly.
+        report = evaluate_pixel_forest(
+            plan.splits["train"], plan.splits["test"], plan.schema, point_source(run.config), seed=0
+        )
+        assert result.miou == pytest.approx(report.miou) and 0 < result.miou <= 1
+        assert result.labelled_fraction > 0 and result.points
+    rows = read_csv(out / "results.csv")
+    assert [row["regime"] for row in rows] == ["forest (5 / class)", "forest (20%)"]
+    assert float(rows[1]["labelled_fraction"]) == pytest.approx(0.2, abs=0.02)
+    summary = read_csv(out / "density_summary.csv")
+    assert [row["method"] for row in summary] == ["forest", "forest"]
+    markdown = (out / "results.md").read_text()
+    assert "forest (5 / class)" in markdown_rows(markdown) and "pixel random forest baseline" in markdown
+    assert (out / "density.png").is_file()
+    # A finished forest run is kept on a rerun.
+    stamp = (results[0].run_dir / "test_evaluation.json").stat().st_mtime_ns
+    density_sweep(CPU_SMALL, out, regimes, [0], small_overrides(fake_deepglobe), progress=False)
+    assert (results[0].run_dir / "test_evaluation.json").stat().st_mtime_ns == stamp

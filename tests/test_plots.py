@@ -307,6 +307,26 @@ def test_plot_density_curve_draws_regimes_and_a_dense_line(tmp_path) -> None:
     assert len(colors_in(png(tmp_path / "density.png"))) > 20
 
 
+def test_plot_density_curve_draws_the_random_forest_as_its_own_line(tmp_path) -> None:
+    (tmp_path / "results.csv").write_text(
+        "regime,labelled_fraction,miou_mean,miou_std,dense,method\n"
+        "1%,0.01,0.40,,false,network\n10%,0.1,0.50,,false,network\n"
+        "forest (1%),0.01,0.30,,false,forest\nforest (10%),0.1,0.35,,false,forest\ndense,,0.6,,true,network\n"
+    )
+    ax = plots.plot_density_curve(tmp_path / "results.csv", tmp_path / "density.png").axes[0]
+    network, forest = (container.lines[0] for container in ax.containers)
+    assert np.array_equal(network.get_ydata(), [0.40, 0.50]) and np.array_equal(
+        forest.get_ydata(), [0.30, 0.35]
+    )
+    assert network.get_color() != forest.get_color() and network.get_marker() != forest.get_marker()
+    assert "pixel random forest, same points" in [t.get_text() for t in ax.get_legend().get_texts()]
+    (tmp_path / "results.csv").write_text(
+        "regime,labelled_fraction,miou_mean,dense,method\n1%,0.01,0.4,false,svm\n"
+    )
+    with pytest.raises(PointsegError, match=r"line 2: method 'svm'; expected one of network, forest"):
+        plots.plot_density_curve(tmp_path / "results.csv", tmp_path / "density.png")
+
+
 @pytest.mark.parametrize(
     ("csv_text", "message"),
     [

@@ -234,9 +234,15 @@ def plot_model_predictions(
     return written
 
 
-def report_json(report: SegmentationReport, refs: Sequence[SampleRef], checkpoint: Path) -> dict[str, Any]:
-    """The layout of ``pointseg evaluate --json``: the report, the images scored and the checkpoint."""
-    return {**report.to_dict(), "images": [ref.id for ref in refs], "checkpoint": str(checkpoint)}
+def report_json(
+    report: SegmentationReport, refs: Sequence[SampleRef], checkpoint: Path | None
+) -> dict[str, Any]:
+    """The layout of ``pointseg evaluate --json``: the report, the images scored, the checkpoint (if any)."""
+    return {
+        **report.to_dict(),
+        "images": [ref.id for ref in refs],
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+    }
 
 
 def _hw(shape: Sequence[int]) -> str:

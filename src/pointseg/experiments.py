@@ -1,15 +1,19 @@
 """``pointseg experiment density``: test mIoU against label density, one training run per label regime.
 
 Every regime (a point protocol, or dense masks) trains the same model with the same schedule,
-seed and validation set from one base config. The best checkpoint of each run is chosen on the
-validation split; the reported numbers are then computed on the dense masks of the separate test
-split by the code behind ``pointseg evaluate`` (macro mIoU from one confusion matrix over all test
-images), never taken from training logs. The labelled-pixel fraction of a regime is measured by
-drawing its points on every training image exactly as training does.
+seed and validation set from one base config. A ``forest:`` regime (e.g. ``forest:per-class:10``)
+is the classical baseline instead: a pixel random forest (:mod:`pointseg.baselines`) fitted on
+exactly the points of the point regime it names, with no network and no checkpoint. The best
+checkpoint of each run is chosen on the validation split; the reported numbers are then computed
+on the dense masks of the separate test split by the code behind ``pointseg evaluate`` (macro
+mIoU from one confusion matrix over all test images), never taken from training logs. The
+labelled-pixel fraction of a regime is measured by drawing its points on every training image
+exactly as training does.
 
 Layout of the output folder ``DIR``::
 
-    runs/<slug>-seed<k>/     one ``pointseg train`` run folder per (regime, seed), plus
+    runs/<slug>-seed<k>/     one ``pointseg train`` run folder per (regime, seed) (a forest's holds
+                             only config.yaml and summary.json; its time is fit + test prediction), plus
         experiment.json      its regime, seed, labelled training pixels and evaluation time
         test_evaluation.json the test report, in the layout of ``pointseg evaluate --json``
     results.csv              one row per (regime, seed)
@@ -44,17 +48,20 @@ from typing import Any
 import torch
 import yaml
 
+from pointseg.baselines import evaluate_pixel_forest
 from pointseg.checkpoint import load_trained_model
 from pointseg.config import (
     TrainConfig,
     apply_overrides,
     deep_merge,
+    dump_config,
     parse_config,
     read_config_data,
 )
 from pointseg.datasets import SampleRef, split_samples
 from pointseg.errors import PointsegError
 from pointseg.evaluation import evaluate_model, report_json, score_samples
+from pointseg.metrics import SegmentationReport
 from pointseg.plots import plot_density_curve, plot_qualitative
 from pointseg.points import SPEC_FORMS, STRATEGY_PARAMETERS, PointProtocol
 from pointseg.progress import Track, no_progress
@@ -72,7 +79,7 @@ DEFAULT_REGIMES = (
     "per-region:100",
     "dense",
 )
-REGIME_FORMS = f"{SPEC_FORMS}, points:DIR or dense"
+REGIME_FORMS = f"{SPEC_FORMS}, points:DIR, dense, or forest:POINT_REGIME (e.g. forest:per-class:10)"
 EXPERIMENT_KEY = "experiment"
 """Top-level config key read (and removed before validation) by sweeps: ``{regimes: [...], seeds: [...]}``."""
 
@@ -87,6 +94,7 @@ class Regime:
         slug: For file names, e.g. ``density-0.01``.
         description: For progress lines, e.g. ``density 1%``.
         settings: Config data merged over the base config (supervision, points, loss).
+        forest: The pixel random forest baseline on the points of ``settings`` (no network).
     """
 
     spec: str
@@ -94,6 +102,7 @@ class Regime:
     slug: str
     description: str
     settings: dict[str, Any]
+    forest: bool = False
 
     @property
     def dense(self) -> bool:
@@ -102,12 +111,30 @@ class Regime:
 
 
 def parse_regime(text: str) -> Regime:
-    """Parse ``density:F``, ``per-class:N``, ``per-region:MIN_AREA``, ``points:DIR`` or ``dense``.
+    """Parse ``density:F``, ``per-class:N``, ``per-region:MIN_AREA``, ``points:DIR``, ``dense``, ``forest:R``.
+
+    ``forest:R`` is the pixel random forest on the points of the point regime ``R``.
 
     Raises:
         PointsegError: naming the string and the accepted forms.
     """
     kind, _, value = text.strip().partition(":")
+    if kind == "forest":
+        expected = f"regime {text!r}: expected forest:POINT_REGIME, e.g. forest:per-class:10"
+        try:
+            on = parse_regime(value)
+        except PointsegError as error:
+            raise PointsegError(f"{expected} ({error})") from None
+        if on.dense or on.forest:
+            raise PointsegError(expected)
+        return Regime(
+            text,
+            f"forest ({on.name})",
+            f"forest-{on.slug}",
+            f"pixel random forest on {on.description}",
+            on.settings,
+            forest=True,
+        )
     if kind == "dense" and not value:
         return Regime(text, "dense", "dense", "dense masks", {"supervision": "dense", "loss": {"name": "ce"}})
     if kind == "points" and value:
@@ -347,6 +374,10 @@ def complete_run(
     run_dir = run.run_dir
     check_same_settings(run)
     labels = labelled_pixels(run, plan)
+    if run.regime.forest:
+        if not (run_dir / "test_evaluation.json").is_file():
+            score_forest(run, plan, labels, track)
+        return read_run_result(run)
     if not (run_dir / "summary.json").is_file():
         last = run_dir / "checkpoints" / "last.ckpt"
         if last.parent.is_dir() and not last.is_file():
@@ -474,11 +505,53 @@ def evaluate_on_test(
             device=device,
             on_image=lambda ref: advance(ref.id),
         )
+    require_scored_pixels(report, refs)
+    return report_json(report, refs, checkpoint)
+
+
+def require_scored_pixels(report: SegmentationReport, refs: Sequence[SampleRef]) -> None:
+    """Raise unless the test masks had a valid pixel to score.
+
+    Raises:
+        PointsegError: naming the number of test images.
+    """
     if not report.confusion_matrix or sum(map(sum, report.confusion_matrix)) == 0:
         raise PointsegError(
             f"the test split ({len(refs)} image(s)) has no valid (non-ignored) pixel to score"
         )
-    return report_json(report, refs, checkpoint)
+
+
+def score_forest(run: SweepRun, plan: SweepPlan, labels: dict[str, Any], track: Track = no_progress) -> None:
+    """Fit the pixel random forest on the run's points, score it on the test split, write the run's files.
+
+    The points are the training points of the run's config, drawn as training draws them; the
+    scoring is :func:`pointseg.baselines.evaluate_pixel_forest`'s, the confusion matrix and macro
+    mIoU of ``pointseg evaluate``. ``summary.json`` records the fit and test prediction time as
+    training time, and no checkpoint (``test_evaluation.json`` names none).
+
+    Raises:
+        PointsegError: if no training pixel is labelled or the test masks have no valid pixel.
+    """
+    refs = plan.splits["test"]
+    source = point_source(run.config)
+    assert source is not None  # a forest regime is a point regime
+    started = time.perf_counter()
+    with track("random forest on test", len(refs)) as advance:
+        report = evaluate_pixel_forest(
+            plan.splits["train"],
+            refs,
+            plan.schema,
+            source,
+            seed=run.seed,
+            on_image=lambda ref: advance(ref.id),
+        )
+    require_scored_pixels(report, refs)
+    run_dir = run.run_dir
+    write_text(run_dir / "config.yaml", dump_config(run.config))
+    summary = {"best_checkpoint": None, "best_val_miou": None, "epochs": 0, "global_step": 0}
+    write_json(run_dir / "summary.json", {**summary, "train_seconds": time.perf_counter() - started})
+    write_json(run_dir / "experiment.json", {**labels, "eval_seconds": None})
+    write_json(run_dir / "test_evaluation.json", report_json(report, refs, None))
 
 
 def read_run_result(run: SweepRun) -> RunResult:
@@ -619,10 +692,11 @@ def write_density_summary(path: Path, summaries: Sequence[RegimeSummary]) -> Non
             "miou_mean": s.miou_mean,
             "miou_std": s.miou_std,
             "dense": str(s.regime.dense).lower(),
+            "method": "forest" if s.regime.forest else "network",
         }
         for s in summaries
     ]
-    write_csv(path, ["regime", "labelled_fraction", "miou_mean", "miou_std", "dense"], rows)
+    write_csv(path, ["regime", "labelled_fraction", "miou_mean", "miou_std", "dense", "method"], rows)
 
 
 def percent(value: float | None, digits: int = 1) -> str:
@@ -666,6 +740,13 @@ def results_markdown(plan: SweepPlan, summaries: Sequence[RegimeSummary]) -> str
         lines.append(
             f"| {s.regime.name} | " + " | ".join(percent(s.class_iou(name)) for name in classes) + " |"
         )
+    if any(s.regime.forest for s in summaries):
+        lines += [
+            "",
+            "forest: the pixel random forest baseline (scikit-learn, 200 trees, ilastik-style pixel "
+            "features) fitted on exactly the points of the regime in brackets; no network, no checkpoint, "
+            "no validation; its training time is the fit plus the test prediction.",
+        ]
     runs = [r for s in summaries for r in s.runs]
     train_minutes = sum(r.train_seconds for r in runs) / 60
     eval_minutes = sum(r.eval_seconds or 0.0 for r in runs) / 60
@@ -686,12 +767,15 @@ def plot_regime_predictions(
 
     The first test image is predicted whole by each regime's best checkpoint (first seed).
     """
-    points = sorted((s for s in summaries if not s.regime.dense), key=lambda s: s.labelled_fraction)
+    networks = [s for s in summaries if not s.regime.forest]
+    points = sorted((s for s in networks if not s.regime.dense), key=lambda s: s.labelled_fraction)
     chosen = [
         *points[:1],
         *points[len(points) // 2 : len(points) // 2 + 1],
-        *(s for s in summaries if s.regime.dense),
+        *(s for s in networks if s.regime.dense),
     ]
+    if not chosen:  # only forests: no network to show
+        return
     ref = plan.splits["test"][0]
     predictions = {}
     for summary in {s.regime.slug: s for s in chosen}.values():  # one panel per regime, in order

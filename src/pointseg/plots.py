@@ -56,6 +56,11 @@ at a README-friendly file size (an aerial image panel otherwise makes a figure o
 _IGNORED_CANDIDATES: tuple[RGB, ...] = ((0, 0, 0), (96, 96, 96), (255, 0, 128))
 _PERCENT = FuncFormatter(lambda value, _: f"{value * 100:g}%")
 DENSITY_COLUMNS = ("regime", "labelled_fraction", "miou_mean", "miou_std", "dense")
+_METHOD_STYLES = {
+    "network": ("o-", "tab:blue", "point labels (mean ± std over seeds)"),
+    "forest": ("s--", "tab:orange", "pixel random forest, same points"),
+}
+"""Line style, colour and legend of each ``method`` of the density CSV's point rows."""
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no", "")
 
@@ -248,7 +253,8 @@ def plot_density_curve(results_csv: str | Path, out: str | Path, title: str | No
         results_csv: CSV with columns ``regime,labelled_fraction,miou_mean,miou_std,dense``:
             ``labelled_fraction`` in ``(0, 1]`` (may be empty on dense rows), ``miou_mean`` and
             ``miou_std`` (std over seeds; empty, 0 or a missing column means one seed) as
-            fractions in ``[0, 1]``, ``dense`` true/false.
+            fractions in ``[0, 1]``, ``dense`` true/false; and optionally ``method``: ``network``
+            (the default) or ``forest`` (the pixel random forest baseline, drawn as its own line).
         out: PNG file to write.
         title: Figure title.
 
@@ -266,7 +272,7 @@ def plot_density_curve(results_csv: str | Path, out: str | Path, title: str | No
         )
     if not rows:
         raise PointsegError(f"{path}: no rows; expected one row per label regime")
-    sparse: list[tuple[float, float, float, str]] = []
+    sparse: dict[str, list[tuple[float, float, float, str]]] = {method: [] for method in _METHOD_STYLES}
     dense: list[tuple[float, float, str]] = []
     for number, row in enumerate(rows, start=2):
         where = f"{path}: line {number}"
@@ -276,6 +282,11 @@ def plot_density_curve(results_csv: str | Path, out: str | Path, title: str | No
         flag = (row["dense"] or "").strip().lower()
         if flag not in _TRUE + _FALSE:
             raise PointsegError(f"{where}: dense {row['dense']!r}; expected true or false")
+        method = (row.get("method") or "network").strip().lower()
+        if method not in _METHOD_STYLES:
+            raise PointsegError(
+                f"{where}: method {row['method']!r}; expected one of {', '.join(_METHOD_STYLES)}"
+            )
         if flag in _TRUE:
             dense.append((mean, std, regime))
             continue
@@ -284,28 +295,28 @@ def plot_density_curve(results_csv: str | Path, out: str | Path, title: str | No
             raise PointsegError(
                 f"{where}: labelled_fraction {fraction}; expected a fraction above 0 (log x axis)"
             )
-        sparse.append((fraction, mean, std, regime))
-    sparse.sort()
+        sparse[method].append((fraction, mean, std, regime))
     fig = Figure(figsize=(7.5, 5), dpi=DPI, layout="constrained")
     ax = fig.subplots()
-    if sparse:
-        fractions, means, stds, regimes = zip(*sparse, strict=True)
+    for method, (fmt, color, label) in _METHOD_STYLES.items():
+        if not sparse[method]:
+            continue
+        fractions, means, stds, regimes = zip(*sorted(sparse[method]), strict=True)
         ax.errorbar(
             fractions,
             means,
             yerr=stds,
-            fmt="o-",
-            color="tab:blue",
+            fmt=fmt,
+            color=color,
             capsize=4,
             linewidth=1.2,
             markersize=6,
-            label="point labels (mean ± std over seeds)",
+            label=label,
         )
         for x, y, regime in zip(fractions, means, regimes, strict=True):
             ax.annotate(regime, (x, y), xytext=(6, -12), textcoords="offset points", fontsize=8)
-        ax.set_xlim(min(fractions) / 2, max(fractions) * 2)
-    else:
-        ax.set_xlim(1e-4, 1)
+    every = [row[0] for rows in sparse.values() for row in rows]
+    ax.set_xlim(*((min(every) / 2, max(every) * 2) if every else (1e-4, 1)))
     for mean, std, regime in dense:
         label = "dense masks" if len(dense) == 1 else f"dense masks ({regime})"
         ax.axhline(mean, color="0.25", linestyle="--", linewidth=1.2, label=f"{label}: {mean:.1%}")
@@ -315,7 +326,7 @@ def plot_density_curve(results_csv: str | Path, out: str | Path, title: str | No
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(_PERCENT)
     ax.xaxis.set_minor_formatter(NullFormatter())
-    top = max([m + s for _, m, s, _ in sparse] + [m + s for m, s, _ in dense])
+    top = max([m + s for rows in sparse.values() for _, m, s, _ in rows] + [m + s for m, s, _ in dense])
     ax.set_ylim(0, min(1.0, top + 0.1))
     ax.yaxis.set_major_formatter(PercentFormatter(1))
     ax.set(xlabel="labelled pixels (fraction of the image, log scale)", ylabel="mIoU (macro)")
