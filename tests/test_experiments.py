@@ -483,3 +483,18 @@ def test_forest_regime_is_scored_on_test_masks_without_a_checkpoint(
     stamp = (results[0].run_dir / "test_evaluation.json").stat().st_mtime_ns
     density_sweep(CPU_SMALL, out, regimes, [0], small_overrides(fake_deepglobe), progress=False)
     assert (results[0].run_dir / "test_evaluation.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.integration
+def test_self_training_rounds_are_run_and_their_last_model_is_scored(
+    fake_deepglobe: Path, tmp_path: Path
+) -> None:
+    overrides = [*small_overrides(fake_deepglobe), "self_training.rounds=1", "self_training.threshold=0.2"]
+    [result] = density_sweep(CPU_SMALL, tmp_path, ["density:0.2"], [0], overrides, progress=False)
+    round_dir = result.run_dir / "self-training-1"
+    evaluation = json.loads((result.run_dir / "test_evaluation.json").read_text())
+    assert Path(evaluation["checkpoint"]).parent == round_dir / "checkpoints"
+    summaries = [json.loads((path / "summary.json").read_text()) for path in (result.run_dir, round_dir)]
+    assert result.epochs == sum(s["epochs"] for s in summaries) == 2
+    assert result.train_seconds == pytest.approx(sum(s["train_seconds"] for s in summaries))
+    assert result.best_val_miou == summaries[1]["best_val_miou"]

@@ -22,6 +22,10 @@ Layout of the output folder ``DIR``::
     qualitative.png          image | ground truth | predictions of up to three regimes
     sweep.json               the base config, overrides, regimes, seeds and the times of this sweep
 
+With ``self_training.rounds`` set, each network run is followed by its self-training rounds
+(:mod:`pointseg.self_training`, in ``runs/<slug>-seed<k>/self-training-<r>``); the model scored is
+the last round's, and the training time and epochs are summed over the run and its rounds.
+
 A sweep is resumable: a run with ``test_evaluation.json`` is finished and kept; a run with
 ``checkpoints/last.ckpt`` but no ``summary.json`` resumes training; a trained run without a test
 report is only evaluated. The files at the top of ``DIR`` are rewritten from the run folders at
@@ -68,6 +72,7 @@ from pointseg.progress import Track, no_progress
 from pointseg.raster import atomic_output, read_mask
 from pointseg.runs import RUN_DIR_VARIABLE, best_checkpoint, write_json
 from pointseg.schema import IGNORE_INDEX, ClassSchema
+from pointseg.self_training import finished_rounds, self_train
 from pointseg.training import point_source, train
 
 DEFAULT_REGIMES = (
@@ -387,9 +392,12 @@ def complete_run(
             )
         with own_run_dir_variable():
             train(run.config, resume=run_dir if last.is_file() else None, progress=progress)
+    if run.config.self_training.rounds:
+        with own_run_dir_variable():
+            self_train(run.config, run_dir, progress)
     if not (run_dir / "test_evaluation.json").is_file():
         started = time.perf_counter()
-        evaluation = evaluate_on_test(run_dir, plan, device, track)
+        evaluation = evaluate_on_test(final_model_dir(run_dir), plan, device, track)
         write_json(run_dir / "experiment.json", {**labels, "eval_seconds": time.perf_counter() - started})
         write_json(run_dir / "test_evaluation.json", evaluation)
     return read_run_result(run)
@@ -447,10 +455,12 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def labelled_pixels(run: SweepRun, plan: SweepPlan) -> dict[str, Any]:
-    """Read ``experiment.json`` of the run, or count its labelled training pixels and write it.
+    """Read ``experiment.json`` of a finished run, or count the run's labelled training pixels.
 
-    The points of each training image are drawn on its whole mask exactly as training draws them
-    (same protocol, seed and image id), or read from the config's points folder.
+    The count is written with the test evaluation, never before training: ``pointseg train``
+    refuses a run folder that holds files but no run. The points of each training image are
+    drawn on its whole mask exactly as training draws them (same protocol, seed and image id), or
+    read from the config's points folder.
 
     Returns:
         ``{"regime", "spec", "seed", "labelled_pixels", "valid_pixels", "labelled_fraction", "points"}``
@@ -476,7 +486,6 @@ def labelled_pixels(run: SweepRun, plan: SweepPlan) -> dict[str, Any]:
         "labelled_fraction": labelled / valid if valid else 0.0,
         "points": None if source is None else labelled,
     }
-    write_json(path, labels)
     return labels
 
 
@@ -554,10 +563,22 @@ def score_forest(run: SweepRun, plan: SweepPlan, labels: dict[str, Any], track: 
     write_json(run_dir / "test_evaluation.json", report_json(report, refs, None))
 
 
+def final_model_dir(run_dir: Path) -> Path:
+    """The run folder of the model a run ends with: its last self-training round's, else its own."""
+    return (finished_rounds(run_dir) or [run_dir])[-1]
+
+
 def read_run_result(run: SweepRun) -> RunResult:
-    """Gather a finished run's numbers from its folder."""
+    """Gather a finished run's numbers from its folder (training: summed over self-training rounds)."""
     run_dir = run.run_dir
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summaries = [
+        json.loads((path / "summary.json").read_text()) for path in [run_dir, *finished_rounds(run_dir)]
+    ]
+    summary = {
+        **summaries[-1],
+        "epochs": sum(s["epochs"] for s in summaries),
+        "train_seconds": sum(s["train_seconds"] for s in summaries),
+    }
     evaluation = json.loads((run_dir / "test_evaluation.json").read_text())
     labels = json.loads((run_dir / "experiment.json").read_text())
     return RunResult(
@@ -780,7 +801,7 @@ def plot_regime_predictions(
     predictions = {}
     for summary in {s.regime.slug: s for s in chosen}.values():  # one panel per regime, in order
         run = summary.runs[0]
-        trained = load_trained_model(best_checkpoint(run.run_dir), device)
+        trained = load_trained_model(best_checkpoint(final_model_dir(run.run_dir)), device)
         sample = next(
             score_samples(
                 trained, [ref], plan.schema, batch_size=trained.config.eval.batch_size, device=device

@@ -175,6 +175,22 @@ def write_pseudo_labels(
     return summary
 
 
+def round_dir(run_dir: Path, index: int) -> Path:
+    """The run folder of self-training round ``index`` (from 1) of the run in ``run_dir``."""
+    return run_dir / f"self-training-{index}"
+
+
+def finished_rounds(run_dir: Path) -> list[Path]:
+    """The run folders of the finished self-training rounds of a run, in order (none without rounds).
+
+    The model a run ends with is the last one's best checkpoint, or the run's own without rounds.
+    """
+    rounds: list[Path] = []
+    while (round_dir(run_dir, len(rounds) + 1) / "summary.json").is_file():
+        rounds.append(round_dir(run_dir, len(rounds) + 1))
+    return rounds
+
+
 def round_config(config: TrainConfig, run_dir: Path, labels: Path, weights: Path, index: int) -> TrainConfig:
     """The settings of round ``index``: the pseudo-labels as points, warm-started from ``weights``."""
     data = config.model_dump(mode="json", by_alias=True)
@@ -184,7 +200,7 @@ def round_config(config: TrainConfig, run_dir: Path, labels: Path, weights: Path
     data["self_training"]["rounds"] = 0
     data["trainer"]["max_epochs"] = config.self_training.max_epochs or config.trainer.max_epochs
     data["output_dir"] = str(run_dir)
-    data["run_name"] = f"self-training-{index}"
+    data["run_name"] = round_dir(run_dir, index).name
     return parse_config(data, f"self-training round {index}")
 
 
@@ -202,11 +218,10 @@ def self_train(config: TrainConfig, run_dir: Path, progress: bool = True) -> lis
     previous = run_dir
     for index in range(1, config.self_training.rounds + 1):
         labels = run_dir / f"pseudo-labels-{index}"
-        settings = round_config(config, run_dir, labels, best_checkpoint(previous), index)
-        round_dir = run_dir / settings.run_name  # type: ignore[operator]
-        if not (round_dir / "summary.json").is_file():
+        folder = round_dir(run_dir, index)
+        if not (folder / "summary.json").is_file():
             write_pseudo_labels(config, best_checkpoint(previous), labels, device)
-            round_dir = train(settings, progress=progress)
-        rounds.append(round_dir)
-        previous = round_dir
+            train(round_config(config, run_dir, labels, best_checkpoint(previous), index), progress=progress)
+        rounds.append(folder)
+        previous = folder
     return rounds
