@@ -394,7 +394,7 @@ def complete_run(
             train(run.config, resume=run_dir if last.is_file() else None, progress=progress)
     if run.config.self_training.rounds:
         with own_run_dir_variable():
-            self_train(run.config, run_dir, progress)
+            self_train(run.config, run_dir, progress, device)
     if not (run_dir / "test_evaluation.json").is_file():
         started = time.perf_counter()
         evaluation = evaluate_on_test(final_model_dir(run_dir), plan, device, track)

@@ -204,8 +204,19 @@ def round_config(config: TrainConfig, run_dir: Path, labels: Path, weights: Path
     return parse_config(data, f"self-training round {index}")
 
 
-def self_train(config: TrainConfig, run_dir: Path, progress: bool = True) -> list[Path]:
+def self_train(
+    config: TrainConfig, run_dir: Path, progress: bool = True, device: str | None = None
+) -> list[Path]:
     """Run ``config.self_training.rounds`` rounds after the training on points in ``run_dir``.
+
+    Rounds run in this process (under DDP, launch them from one process only).
+
+    Args:
+        config: The settings the run in ``run_dir`` was trained with.
+        run_dir: The run folder of the training on points.
+        progress: Show training progress.
+        device: Where the pseudo-labels are predicted; default: CUDA if available and the
+            config's accelerator is not ``cpu``.
 
     Returns:
         The run folder of each round, in order (the last holds the final model).
@@ -213,7 +224,8 @@ def self_train(config: TrainConfig, run_dir: Path, progress: bool = True) -> lis
     Raises:
         PointsegError: if a run has no best checkpoint to start from, or as :func:`pointseg.training.train`.
     """
-    device = "cuda" if torch.cuda.is_available() and config.trainer.accelerator != "cpu" else "cpu"
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() and config.trainer.accelerator != "cpu" else "cpu"
     rounds = []
     previous = run_dir
     for index in range(1, config.self_training.rounds + 1):

@@ -3,7 +3,8 @@
 Lightning owns the loop. It also provides checkpoints (best on val mIoU, and last after every
 epoch), resume, early stopping, the progress bar, CSV/TensorBoard logs, seeding, gradient
 clipping, mixed precision and DDP. This module holds only what is specific to point-supervised
-segmentation: train on the point labels (or dense masks), validate on whole images' dense masks
+segmentation: train on the point labels (optionally spread over superpixels, optionally with a
+propagation loss) or on dense masks, validate on whole images' dense masks
 with the same sliding window as prediction, log the macro mIoU, and report each epoch in a line
 when no terminal shows a progress bar. The run folder itself is kept by :mod:`pointseg.runs`.
 """
@@ -210,10 +211,13 @@ class SegmentationTask(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """One step on the labelled pixels (points, expanded points, or the dense mask).
 
-        With expanded points, the partial cross-entropy is weighted per pixel; with a propagation
-        weight, the propagation loss over the not-padded pixels is added.
+        With expanded points (``point_weights`` in the batch) the loss is the partial cross-entropy
+        weighted per pixel, with the class weights (not the focal variant); with
+        ``loss.propagation_weight`` above 0, that weight times the propagation loss over the
+        not-padded pixels is added. ``train_labelled_fraction`` counts the clicked points only.
         """
         target = batch["points"] if self.settings.supervision == "points" else batch["mask"]
+        batch_size = target.shape[0]
         logits = self(batch["image"])
         if "point_weights" in batch:
             class_weights = getattr(self.loss, "weight", None)
@@ -229,10 +233,10 @@ class SegmentationTask(L.LightningModule):
                 propagation,
                 on_step=False,
                 on_epoch=True,
-                batch_size=target.shape[0],
+                batch_size=batch_size,
+                sync_dist=True,
             )
             loss = loss + self.settings.loss.propagation_weight * propagation
-        batch_size = target.shape[0]
         self.log(
             "train_loss",
             loss,
