@@ -295,6 +295,7 @@ def test_optimisers_and_schedules(schedule: str, optimizer: str, tmp_path: Path)
     assert all(a >= b for a, b in itertools.pairwise(rates))
 
 
+@pytest.mark.integration
 def test_train_twice_in_one_process_keeps_runs_apart_and_the_process_unchanged(
     fake_deepglobe: Path, tmp_path: Path
 ) -> None:
@@ -313,6 +314,7 @@ def test_train_twice_in_one_process_keeps_runs_apart_and_the_process_unchanged(
     assert (second / "checkpoints" / "last.ckpt").is_file() and (second / "summary.json").is_file()
 
 
+@pytest.mark.integration
 def test_a_run_stopped_before_its_first_checkpoint_resumes_from_scratch(
     fake_deepglobe: Path, tmp_path: Path
 ) -> None:
@@ -326,6 +328,7 @@ def test_a_run_stopped_before_its_first_checkpoint_resumes_from_scratch(
     assert {row["epoch"] for row in read_metrics(run_dir) if row.get("val_miou")} == {"0"}
 
 
+@pytest.mark.integration
 def test_kill_9_loses_at_most_the_epoch_in_progress_and_resume_needs_only_the_run_folder(
     fake_deepglobe: Path, tmp_path: Path, cli
 ) -> None:

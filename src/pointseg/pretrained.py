@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from importlib.util import find_spec
 
+import pointseg.torchvision_compat  # noqa: F401  # isort: skip  (shim first: torchvision)
 import timm
 import torch
 from torch import Tensor

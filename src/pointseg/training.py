@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pointseg.torchvision_compat  # noqa: F401  # isort: skip  (shim first: torchvision)
 import lightning as L
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
