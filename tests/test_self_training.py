@@ -91,6 +91,7 @@ def test_pixels_without_data_are_never_predicted_as_pseudo_labels(tmp_path: Path
     assert (labels[nodata] == U).all() and (labels[~nodata] != U).all()
 
 
+@pytest.mark.integration
 def test_a_round_trains_on_pseudo_labels_of_training_images_only(
     fake_deepglobe: Path, tmp_path: Path, cli
 ) -> None:

@@ -187,6 +187,7 @@ def test_ddp_two_processes_on_cpu(fake_deepglobe: Path, tmp_path: Path) -> None:
     assert checkpoint["epoch"] == 0 and checkpoint["global_step"] == 2
 
 
+@pytest.mark.integration
 def test_expansion_and_propagation_train_with_weights_and_count_only_clicked_points(
     fake_deepglobe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -234,6 +235,7 @@ def test_expansion_and_propagation_train_with_weights_and_count_only_clicked_poi
     assert loss and all(math.isfinite(v) for v in loss)
 
 
+@pytest.mark.integration
 def test_expansion_and_propagation_are_off_by_default(
     fake_deepglobe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
