@@ -156,3 +156,13 @@ def test_weighted_partial_ce_all_unlabelled_is_zero_and_shape_is_checked() -> No
     assert weighted_partial_cross_entropy(logits, torch.full((1, 4, 4), U), torch.ones(1, 4, 4)).item() == 0
     with pytest.raises(ValueError, match="pixel_weight shaped like target"):
         weighted_partial_cross_entropy(logits, torch.full((1, 4, 4), U), torch.ones(4, 4))
+
+
+def test_scale_bands_leaves_non_finite_pixels_out_and_sets_them_to_zero() -> None:
+    image = np.stack([np.arange(16, dtype=np.float32).reshape(4, 4), np.full((4, 4), np.nan, np.float32)])
+    image[0, 0, :2] = [np.nan, np.inf]
+    scaled = scale_bands(image, low=0, high=100)
+    assert np.isfinite(scaled).all() and scaled.dtype == np.float32
+    assert scaled[0, 0, 0] == 0 and scaled[0, 1, 0] == 0 and (scaled[..., 1] == 0).all()
+    assert scaled[0, 2, 0] == 0 and scaled[3, 3, 0] == 1  # percentiles of the finite values 2..15
+    assert superpixels(image, pixels_per_segment=4).shape == (4, 4)

@@ -41,13 +41,18 @@ def scale_bands(image: np.ndarray, low: float = 2.0, high: float = 98.0) -> np.n
 
     Returns:
         ``(H, W, C)`` float32 in ``[0, 1]`` (channels last, as scikit-image takes them); a constant
-        band becomes 0.
+        band becomes 0, and so do non-finite values (nodata of float rasters), which are left out
+        of the percentiles.
     """
     pixels = np.asarray(image, dtype=np.float32)
-    lo, hi = np.percentile(pixels.reshape(pixels.shape[0], -1), [low, high], axis=1)
+    finite = np.where(np.isfinite(pixels), pixels, np.nan).reshape(pixels.shape[0], -1)
+    with warnings.catch_warnings():  # a band without a finite value: its percentiles are NaN
+        warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+        lo, hi = np.nan_to_num(np.nanpercentile(finite, [low, high], axis=1))
     span = np.where(hi > lo, hi - lo, 1.0).astype(np.float32)
     scaled = (pixels - lo[:, None, None]) / span[:, None, None]
-    return np.clip(scaled, 0.0, 1.0).transpose(1, 2, 0)
+    scaled = np.where(np.isfinite(pixels), np.clip(scaled, 0.0, 1.0), 0.0)
+    return scaled.transpose(1, 2, 0).astype(np.float32)
 
 
 def superpixels(
