@@ -47,7 +47,7 @@ CONFIDENCE_BINS = 1000
 
 @dataclass
 class Prediction:
-    """A training image's predicted classes and confidences, ``IGNORE_INDEX`` / NaN where it has no data."""
+    """A training image's predicted classes and confidences (``IGNORE_INDEX`` and 0 where it has no data)."""
 
     ref: SampleRef
     labels: np.ndarray  # (H, W) uint8
@@ -142,12 +142,18 @@ def write_pseudo_labels(
     Returns:
         The summary also written to ``directory/summary.json``: thresholds, pseudo-labelled pixels
         per class, and the labelled share of the pixels with data.
+
+    Raises:
+        PointsegError: for thresholds that do not fit the classes (before anything is predicted),
+            or a checkpoint or points that cannot be read.
     """
     schema, splits = split_samples(config.data)
     refs = splits["train"]
+    settings = config.self_training
+    fixed = class_thresholds(settings, [], schema.num_classes) if settings.selection == "threshold" else None
     trained = load_trained_model(checkpoint, device)
     predictions = predict_training_images(trained, refs, device)
-    thresholds = class_thresholds(config.self_training, predictions, schema.num_classes)
+    thresholds = fixed if fixed is not None else class_thresholds(settings, predictions, schema.num_classes)
     clicked = SegmentationDataset(
         refs, schema, trained.band_stats, points=point_source(config), with_masks=False
     )
