@@ -45,8 +45,9 @@ class SegmentationDataset(Dataset[Sample]):
     whole image), padded with IGNORE_INDEX labels where the image is smaller; the dataset then has
     ``crops_per_image`` items per image. Without it, each item is the whole sample, never resized.
 
-    Expansion works on the whole sample's raw pixels and points, once per sample (cached), and
-    every crop cuts the same window from the result; ``points`` stays the clicked points.
+    Expansion works on the whole sample's raw pixels and points, once per sample and process, and
+    every crop cuts the same window from the result; ``points`` stays the clicked points. The
+    expanded labels are kept: one byte per pixel of every sample, in each loader worker.
 
     The point source is checked when the dataset is built, so a missing or unreadable points file
     is an error that names the image before training starts, never one inside a DataLoader worker.
