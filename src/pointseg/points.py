@@ -648,17 +648,20 @@ def class_key(name: Any) -> str:
     return str(name).strip().casefold()
 
 
-def read_class_names(path: str | Path, class_field: str = "class") -> list[Any]:
-    """Return the class name of each point of a points file, in file order (``None`` where missing).
+def read_point_classes(path: str | Path, class_field: str = "class") -> list[tuple[Any, Any]]:
+    """Return the ``(class name, class_index)`` of each point of a points file, in file order.
+
+    Either value is ``None`` where the point has none.
 
     Args:
         path: GeoJSON, CSV or GeoPackage file, as :func:`import_points` reads it.
         class_field: Attribute holding the class name (matched case-insensitively).
 
     Raises:
-        PointsegError: if the file cannot be read or has no such attribute.
+        PointsegError: if the file cannot be read or has neither the attribute nor ``class_index``.
     """
-    return list(_read_points_file(Path(path), None, None, class_field).names)
+    records = _read_points_file(Path(path), None, None, class_field)
+    return list(zip(records.names, records.indices, strict=True))
 
 
 def _is_missing(value: Any) -> bool:
