@@ -96,6 +96,7 @@ class MapSettings:
         crop_size: Side of the training crops, in pixels.
         crops_per_image: Random crops per image and epoch.
         batch_size: Crops per training step.
+        tile: Side of the sliding-window tiles for validation and prediction, in pixels.
         holdout: Share of the points held out for the check, in ``[0, 1)``.
         block_size: Side of the hold-out blocks in pixels; no held-out point is closer than this
             to a training point.
@@ -115,6 +116,7 @@ class MapSettings:
     crop_size: int = 256
     crops_per_image: int = 8
     batch_size: int = 8
+    tile: int = 512
     holdout: float = 0.2
     block_size: int = 32
     polygons: bool = False
@@ -396,6 +398,7 @@ def _train_config(settings: MapSettings, root: Path, staging: Path) -> TrainConf
                 "log_every_n_steps": 1,
                 "check_val_every_n_epoch": max(1, settings.epochs // 10),
             },
+            "eval": {"tile": settings.tile},
             "seed": settings.seed,
             "output_dir": str(staging),
             "run_name": RUN_FOLDER,
