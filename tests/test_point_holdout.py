@@ -31,7 +31,9 @@ def test_no_held_out_point_within_the_block_size_of_a_training_point(block_size:
 def test_held_out_points_come_in_whole_blocks() -> None:
     points = random_points()
     split = split_points_in_blocks(points, 20, 0.3, seed=0, image_id="a")
-    held_blocks = set(zip((split.held_out.rows // 20).tolist(), (split.held_out.cols // 20).tolist(), strict=True))
+    held_blocks = set(
+        zip((split.held_out.rows // 20).tolist(), (split.held_out.cols // 20).tolist(), strict=True)
+    )
     others = [split.train, split.buffer]
     for part in others:
         blocks = set(zip((part.rows // 20).tolist(), (part.cols // 20).tolist(), strict=True))

@@ -109,7 +109,7 @@ class MapSettings:
     schema: ClassSchema | None = None
     points_crs: str | None = None
     skip_invalid: bool = False
-    epochs: int = 40
+    epochs: int = 25
     device: str = "cpu"
     encoder: str = "resnet18"
     weights: str | None = None
@@ -396,7 +396,7 @@ def _train_config(settings: MapSettings, root: Path, staging: Path) -> TrainConf
                 "accelerator": "gpu" if settings.device == "cuda" else "cpu",
                 "devices": 1,
                 "log_every_n_steps": 1,
-                "check_val_every_n_epoch": max(1, settings.epochs // 10),
+                "check_val_every_n_epoch": max(1, settings.epochs // 5),
             },
             "eval": {"tile": settings.tile},
             "seed": settings.seed,
