@@ -2,7 +2,6 @@ import ctypes
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import numpy as np
 import pyogrio
 import rasterio
 from affine import Affine

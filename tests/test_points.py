@@ -17,6 +17,7 @@ from pointseg.points import (
     PointLabels,
     PointProtocol,
     import_points,
+    read_point_classes,
     sample_density,
     sample_per_class,
     sample_per_region,
@@ -429,3 +430,13 @@ def test_failed_write_leaves_the_previous_file_and_no_partial_file(tmp_path, mon
         write_points_geojson(path, points, SCHEMA)
     assert path.read_text() == "previous"
     assert [p.name for p in tmp_path.iterdir()] == ["points.geojson"]
+
+
+def test_class_field_and_names_match_ignoring_case_and_spaces(tmp_path):
+    image = write_image(tmp_path / "tile.tif", 20, 30)
+    col_row = write_csv(tmp_path / "pixels.csv", "col,row,LandCover\n2.5,7.5, Forest \n4.5,1.5,WATER\n")
+    imported, _ = import_points(col_row, image, SCHEMA, class_field="landcover")
+    assert imported.classes.tolist() == [0, 1]  # row 1 water, row 7 forest
+    assert read_point_classes(col_row, "LANDCOVER") == [("Forest", None), ("WATER", None)]
+    with pytest.raises(PointsegError, match=r"expected columns .* class \(name\) or class_index"):
+        import_points(col_row, image, SCHEMA)
