@@ -179,3 +179,30 @@ def test_readme_command_on_the_bundled_sample(tmp_path: Path, cli: Cli) -> None:
     assert code == 0, err
     assert "val_point_accuracy" in out
     assert len(list((tmp_path / "map").glob("*_classes.tif"))) == len(list((sample / "images").iterdir()))
+
+
+def test_cli_map_prints_points_per_class_the_held_out_score_and_next_commands(
+    tmp_path: Path, cli: Cli
+) -> None:
+    image, points = scene(tmp_path)
+    out = tmp_path / "map"
+    code, printed, err = cli(
+        "map",
+        image,
+        "--points",
+        points,
+        "--out",
+        out,
+        "--class-field",
+        "LANDCOVER",
+        "--epochs",
+        "1",
+        "--block-size",
+        "8",
+        "--no-progress",
+    )
+    assert code == 0, err
+    assert "held out" in printed and "val_point_accuracy" in printed and "val_point_miou" in printed
+    assert f"map: {out / 'scene_classes.tif'}" in printed
+    assert f"pointseg serve --checkpoint {out / 'run' / 'checkpoints' / 'last.ckpt'}" in printed
+    assert "val_miou" not in printed.replace("val_point_miou", "")

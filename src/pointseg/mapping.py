@@ -179,7 +179,9 @@ class MapReport:
             score,
             f"time: {self.seconds['train']:.0f} s training, {self.seconds['total']:.0f} s in all",
             *(f"warning: {text}" for text in self.warnings),
-            *(f"map: {self.out / name}" for name in self.maps),
+            *(f"map: {self.out / name}" for name in self.maps if name.endswith(".tif")),
+            "     (beside each: .tif.aux.xml class names, .qml QGIS style"
+            + (", .gpkg polygons)" if any(name.endswith(".gpkg") for name in self.maps) else ")"),
             f"checkpoint: {self.out / self.checkpoint}",
             "next: " + "\n      ".join(self.next_commands()),
         ]
