@@ -28,7 +28,7 @@ from pointseg.raster import read_mask
 
 HERE = Path(__file__).resolve().parent
 TRAIN_IMAGES = {"Tile 1": ("001", "004", "007"), "Tile 2": ("001", "005", "009")}
-DENSE_IMAGES = {"Tile 6": ("002", "007")}
+DENSE_IMAGES = {"Tile 6": ("001", "004")}  # the two images of tile 6 with all five classes
 PROTOCOL = PointProtocol(strategy="per-class", per_class=10, seed=0)
 MAX_BYTES = 5 * 2**20
 

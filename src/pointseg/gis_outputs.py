@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import struct
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,8 @@ def write_class_polygons(raster: str | Path, path: str | Path, schema: ClassSche
         area = _ring_area(rings[0]) - sum(_ring_area(ring) for ring in rings[1:])
         areas.append(round(area / pixel_area))
     path = Path(path)
-    with atomic_output(path) as temporary:
+    with atomic_output(path) as temporary, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="'crs' was not provided")  # pixel coordinates: no CRS
         temporary.unlink()  # GDAL's GeoPackage driver refuses to create over an existing (empty) file
         pyogrio.raw.write(
             temporary,

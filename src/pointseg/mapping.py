@@ -433,7 +433,8 @@ def map_images(
         points: A points file for all images, or a folder of per-image points files.
         out: Output folder; must be empty or absent. Gets ``<stem>_classes.tif`` (+ ``.aux.xml``),
             ``<stem>_classes.qml``, optionally ``<stem>_classes.gpkg``, ``run/`` (the training run
-            with ``checkpoints/last.ckpt``) and ``report.json``.
+            with ``checkpoints/last.ckpt``; no ``best.ckpt``, which the held-out points would have
+            chosen) and ``report.json``.
         settings: See :class:`MapSettings`.
         progress: Show Lightning's progress bar.
         announce: Called with a line of text before each step.
@@ -510,6 +511,8 @@ def map_images(
             )
             train_seconds = time.perf_counter() - train_started
             checkpoint = run_dir / "checkpoints" / "last.ckpt"
+            # best.ckpt was chosen on the held-out points: the map must not use it, so it is not kept
+            (run_dir / "checkpoints" / "best.ckpt").unlink(missing_ok=True)
             say(f"mapping {len(placed)} image(s)")
             model = torch_inference_model(
                 load_trained_model(checkpoint, settings.device), settings.device, "fp32"
