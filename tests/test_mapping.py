@@ -81,6 +81,7 @@ def test_map_trains_on_points_alone_and_writes_gis_ready_maps(tmp_path: Path) ->
     assert list(entries) == report.classes and all(c and c.startswith("#") for c in entries.values())
     assert (out / "scene_classes.gpkg").is_file()
     assert (out / report.checkpoint).is_file()
+    assert not (out / "run" / "checkpoints" / "best.ckpt").exists()  # chosen on held-out points: not kept
     saved = json.loads((out / "report.json").read_text())
     assert set(saved["held_out"]) >= {"val_point_accuracy", "val_point_miou", "block_size_px"}
     assert sum(c["held_out"] for c in saved["points_per_class"].values()) == saved["held_out"]["points"] > 0

@@ -199,7 +199,7 @@ def map_command(
     class_field: Annotated[
         str, typer.Option(help="Attribute with the class name (e.g. landcover); case-insensitive.")
     ] = "class",
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 25,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 15,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     polygons: Annotated[
         bool, typer.Option("--polygons", help="Also write <stem>_classes.gpkg of class polygons.")

@@ -109,7 +109,7 @@ class MapSettings:
     schema: ClassSchema | None = None
     points_crs: str | None = None
     skip_invalid: bool = False
-    epochs: int = 25
+    epochs: int = 15
     device: str = "cpu"
     encoder: str = "resnet18"
     weights: str | None = None
