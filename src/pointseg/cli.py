@@ -258,6 +258,77 @@ def train_command(
                 console.print("  " + line, highlight=False, soft_wrap=True)
 
 
+@app.command("map")
+def map_command(
+    images: Annotated[list[Path], typer.Argument(help="Images (or folders of images) to train on and map.")],
+    points: Annotated[
+        Path,
+        typer.Option(
+            "--points",
+            help="Clicked points: one .geojson/.csv/.gpkg for all images, or a folder of <image stem>.geojson"
+            "|.csv|.gpkg (or label rasters <stem>.tif|.png).",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="New output folder for the maps, model and report.")],
+    class_field: Annotated[
+        str, typer.Option(help="Attribute with the class name (e.g. landcover); case-insensitive.")
+    ] = "class",
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 15,
+    device: DeviceOption = "cpu",
+    polygons: Annotated[
+        bool, typer.Option("--polygons", help="Also write <stem>_classes.gpkg of class polygons.")
+    ] = False,
+    min_area: Annotated[
+        int, typer.Option(min=0, help="--polygons: minimum mapping unit in pixels (smaller areas merge).")
+    ] = 16,
+    encoder: Annotated[
+        str, typer.Option(help="Encoder of the network (small for a laptop CPU).")
+    ] = "resnet18",
+    weights: Annotated[
+        str | None, typer.Option(help="Encoder weights: a local file or a hub name (default: none).")
+    ] = None,
+    holdout: Annotated[
+        float, typer.Option(min=0.0, max=0.9, help="Share of the points held out for the check.")
+    ] = 0.2,
+    block_size: Annotated[
+        int,
+        typer.Option(min=1, help="Hold-out blocks in pixels: no held-out point this near a training one."),
+    ] = 32,
+    schema: SchemaOption = None,
+    points_crs: Annotated[
+        str | None, typer.Option(help="CRS of points files that do not say (e.g. EPSG:4326, or 'pixel').")
+    ] = None,
+    skip_invalid: Annotated[
+        bool,
+        typer.Option("--skip-invalid", help="Drop points outside the images, of unknown class or repeated."),
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the hold-out, the initialisation and the crops.")] = 0,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+) -> None:
+    """Train on clicked points alone and map the images: class maps with names for GIS, model, report."""
+    from pointseg.mapping import MapSettings, map_images
+    from pointseg.schema import ClassSchema
+
+    settings = MapSettings(
+        class_field=class_field,
+        schema=ClassSchema.load(schema) if schema is not None else None,
+        points_crs=points_crs,
+        skip_invalid=skip_invalid,
+        epochs=epochs,
+        device=device,
+        encoder=encoder,
+        weights=weights,
+        holdout=holdout,
+        block_size=block_size,
+        polygons=polygons,
+        min_area=min_area,
+        seed=seed,
+    )
+    report = map_images(images, points, out, settings, progress=progress, announce=console.print)
+    for line in report.lines():
+        console.print(line, highlight=False, soft_wrap=True)
+
+
 @app.command("evaluate")
 def evaluate_command(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A checkpoint from `pointseg train`.")],

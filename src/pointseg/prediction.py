@@ -4,7 +4,8 @@ For each input it writes, into the output folder:
 
 - ``<stem>_classes.tif``: single-band uint8 class indices, a Cloud-Optimised GeoTIFF (tiled,
   DEFLATE, overviews) with the input's CRS and transform, ``255`` as nodata where the input has no
-  data, and the class colours as its colour table, so GIS software shows it in colour;
+  data, and the class colours as its colour table, so GIS software shows it in colour, and the
+  class names in its band metadata (see :mod:`pointseg.gis_outputs`);
 - ``<stem>_classes.png``: the same map as a colour (palette) PNG, with nodata transparent;
 - ``<stem>_confidence.tif`` (optional): the max softmax probability, float32, same grid.
 
@@ -35,6 +36,7 @@ from rasterio.windows import Window
 from pointseg.choices import OutputFormat, Tile, check
 from pointseg.colors import palette_colormap
 from pointseg.errors import PointsegError
+from pointseg.gis_outputs import class_name_tags
 from pointseg.inference import InferenceModel, RasterSource, SlidingWindowPredictor
 from pointseg.raster import (
     IMAGE_SUFFIXES,
@@ -193,6 +195,7 @@ def predict_file(
                 _open_for_writing(labels_work, output_profile(source, "uint8", IGNORE_INDEX))
             )
             labels.write_colormap(1, palette_colormap(model.schema))
+            labels.update_tags(1, **class_name_tags(model.schema))
             confidence_writer = None
             if confidence_work is not None:
                 profile = output_profile(source, "float32", np.nan)

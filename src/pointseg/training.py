@@ -18,6 +18,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,33 @@ from pointseg.schema import IGNORE_INDEX, ClassSchema
 from pointseg.transforms import BatchAugmentation
 
 MONITOR = "val_miou"
+POINT_MONITOR = "val_point_miou"
+"""What checkpoints and early stopping follow when validation is on held-out points, not dense masks."""
+
+
+@dataclass(frozen=True)
+class PreparedSamples:
+    """Samples and labels chosen by the caller instead of discovered from ``config.data``.
+
+    ``pointseg map`` trains on images that have only clicked points: it pairs them itself and
+    validates on held-out points (logged as ``val_point_*``) instead of dense masks.
+
+    Attributes:
+        schema: The classes.
+        splits: ``train`` and ``val`` samples (the same images may be in both).
+        train_points: Point labels to train on.
+        val_points: Held-out point labels to validate on, or ``None`` to validate on dense masks.
+    """
+
+    schema: ClassSchema
+    splits: dict[str, list[SampleRef]]
+    train_points: PointSource
+    val_points: PointSource | None = None
+
+    @property
+    def monitor(self) -> str:
+        """The validation metric checkpoints follow."""
+        return MONITOR if self.val_points is None else POINT_MONITOR
 
 
 def point_expansion(config: TrainConfig) -> PointExpansion | None:
@@ -96,9 +124,11 @@ class SegmentationDataModule(L.LightningDataModule):
         schema: ClassSchema,
         splits: dict[str, list[SampleRef]],
         band_stats: BandStats,
+        samples: PreparedSamples | None = None,
     ):
         super().__init__()
         self.config = config
+        self.samples = samples
         self.schema = schema
         self.splits = splits
         self.band_stats = band_stats
@@ -124,7 +154,7 @@ class SegmentationDataModule(L.LightningDataModule):
             self.band_stats,
             crop_size=data.crop_size,
             crops_per_image=data.crops_per_image,
-            points=point_source(self.config),
+            points=point_source(self.config) if self.samples is None else self.samples.train_points,
             with_masks=self.config.supervision == "dense",
             cache_bytes=data.cache_mb << 20,
             expansion=point_expansion(self.config),
@@ -141,7 +171,10 @@ class SegmentationDataModule(L.LightningDataModule):
         )
 
     def _whole_images(self, split: str) -> DataLoader:
-        dataset = SegmentationDataset(self.splits[split], self.schema, self.band_stats)
+        held_out = self.samples.val_points if self.samples is not None and split == "val" else None
+        dataset = SegmentationDataset(
+            self.splits[split], self.schema, self.band_stats, points=held_out, with_masks=held_out is None
+        )
         sampler = None
         if self.trainer is not None and self.trainer.world_size > 1:
             # Every image is evaluated exactly once across processes (no padding duplicates).
@@ -155,7 +188,7 @@ class SegmentationDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        """Whole validation images with their dense masks."""
+        """Whole validation images with their dense masks (or held-out points)."""
         return self._whole_images("val")
 
     def test_dataloader(self) -> DataLoader:
@@ -172,6 +205,8 @@ class SegmentationTask(L.LightningModule):
         band_stats: Per-band mean/std used to normalise inputs.
         load_pretrained: Load the encoder weights named in the config. Set False when the
             weights come from a checkpoint instead (inference, resume).
+        monitor: The validation metric: ``val_miou`` (dense masks) or ``val_point_miou``
+            (held-out points); its prefix names every validation metric.
     """
 
     def __init__(
@@ -180,8 +215,10 @@ class SegmentationTask(L.LightningModule):
         schema: dict[str, Any],
         band_stats: dict[str, Any],
         load_pretrained: bool = True,
+        monitor: str = MONITOR,
     ) -> None:
         super().__init__()
+        self.monitor = monitor
         self.save_hyperparameters(ignore=["load_pretrained"])
         self.settings = TrainConfig.model_validate(config)
         self.schema = ClassSchema.from_dict(schema)
@@ -273,12 +310,13 @@ class SegmentationTask(L.LightningModule):
         return torch.from_numpy(sink.labels).to(image.device).long()[None]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Predict a whole image by sliding window and add it to the confusion matrix."""
-        self.val_metrics.update(self._predict_whole(batch["image"]), batch["mask"])
+        """Predict a whole image by sliding window; add its dense mask (or held-out points) to the matrix."""
+        target = batch["mask"] if "mask" in batch else batch["points"]
+        self.val_metrics.update(self._predict_whole(batch["image"]), target)
 
     def on_validation_epoch_end(self) -> None:
         """Log macro mIoU, accuracy and per-class IoU over the whole validation set."""
-        self._log_report(self.val_metrics, "val")
+        self._log_report(self.val_metrics, self.monitor.removesuffix("_miou"))
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Like validation, on the test split."""
@@ -309,7 +347,7 @@ class SegmentationTask(L.LightningModule):
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer, mode="max", factor=0.5, patience=optim.plateau_patience
             )
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": MONITOR}}
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         if optim.schedule == "cosine":
             step_scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
@@ -414,7 +452,12 @@ def quiet_lightning() -> Iterator[None]:
         log.removeFilter(tips)
 
 
-def train(config: TrainConfig, resume: Path | None = None, progress: bool = True) -> Path:
+def train(
+    config: TrainConfig,
+    resume: Path | None = None,
+    progress: bool = True,
+    samples: PreparedSamples | None = None,
+) -> Path:
     """Train a model as configured and return its run folder.
 
     The process is left as it was found: environment variables and warning filters are restored,
@@ -426,6 +469,8 @@ def train(config: TrainConfig, resume: Path | None = None, progress: bool = True
         resume: A run folder, or a checkpoint in its ``checkpoints/`` folder, to continue from
             (epoch count, optimizer and all); a run folder without a checkpoint starts again.
         progress: Show progress: a progress bar on a terminal, one line per epoch otherwise.
+        samples: Samples and point labels prepared by the caller; ``config.data``'s folder and
+            splits are then not read (``pointseg map``).
 
     Returns:
         The run folder with ``config.yaml``, ``environment.json``, ``checkpoints/{best,last}.ckpt``,
@@ -439,10 +484,12 @@ def train(config: TrainConfig, resume: Path | None = None, progress: bool = True
         point = resolve_resume(resume) if resume is not None else None
         if point is not None and point.checkpoint is not None:
             check_resumable(point.checkpoint)
-        return _fit(config, point, progress)
+        return _fit(config, point, progress, samples)
 
 
-def _fit(config: TrainConfig, point: ResumePoint | None, progress: bool) -> Path:
+def _fit(
+    config: TrainConfig, point: ResumePoint | None, progress: bool, samples: PreparedSamples | None
+) -> Path:
     checkpoint = point.checkpoint if point is not None else None
     if os.environ.get(RUN_DIR_VARIABLE):
         run_dir = Path(os.environ[RUN_DIR_VARIABLE])  # a DDP process launched by rank zero
@@ -451,7 +498,8 @@ def _fit(config: TrainConfig, point: ResumePoint | None, progress: bool) -> Path
     else:
         run_dir = new_run_dir(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    schema, splits = split_samples(config.data)
+    schema, splits = split_samples(config.data) if samples is None else (samples.schema, samples.splits)
+    monitor = MONITOR if samples is None else samples.monitor
     band_stats = BandStats.estimate(
         [ref.image_path for ref in splits["train"]], max_images=config.data.band_stats_images
     )
@@ -462,17 +510,18 @@ def _fit(config: TrainConfig, point: ResumePoint | None, progress: bool) -> Path
         record(run_dir, config, run_environment(config, splits))
 
     record_session()
-    datamodule = SegmentationDataModule(config, schema, splits, band_stats)
+    datamodule = SegmentationDataModule(config, schema, splits, band_stats, samples)
     task = SegmentationTask(
         config.model_dump(mode="json", by_alias=True),
         schema.to_dict(),
         band_stats.to_dict(),
         load_pretrained=checkpoint is None,
+        monitor=monitor,
     )
     best = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
-        monitor=MONITOR,
+        monitor=monitor,
         mode="max",
         auto_insert_metric_name=False,
         enable_version_counter=False,
@@ -495,7 +544,7 @@ def _fit(config: TrainConfig, point: ResumePoint | None, progress: bool) -> Path
         callbacks.append(EpochLines())
     trainer_config = config.trainer
     if trainer_config.early_stopping_patience:
-        callbacks.append(EarlyStopping(MONITOR, mode="max", patience=trainer_config.early_stopping_patience))
+        callbacks.append(EarlyStopping(monitor, mode="max", patience=trainer_config.early_stopping_patience))
     trainer = L.Trainer(
         default_root_dir=run_dir,
         max_epochs=trainer_config.max_epochs,
@@ -523,7 +572,7 @@ def _fit(config: TrainConfig, point: ResumePoint | None, progress: bool) -> Path
             run_dir / "summary.json",
             {
                 "best_checkpoint": str(best.best_model_path) if best.best_model_path else None,
-                "best_val_miou": float(best.best_model_score) if best.best_model_score is not None else None,
+                f"best_{monitor}": None if best.best_model_score is None else float(best.best_model_score),
                 "epochs": trainer.current_epoch,
                 "global_step": trainer.global_step,
                 "train_seconds": timer.time_elapsed("train"),

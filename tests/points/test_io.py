@@ -9,7 +9,14 @@ from rasterio.warp import transform as warp_transform
 
 from fake_points import ORIGIN, PIXEL_SIZE, SCHEMA, UTM, grid, random_mask, write_csv, write_image
 from pointseg.errors import PointsegError
-from pointseg.points import PointLabels, PointProtocol, import_points, simulate_points, write_points_geojson
+from pointseg.points import (
+    PointLabels,
+    PointProtocol,
+    import_points,
+    read_point_classes,
+    simulate_points,
+    write_points_geojson,
+)
 from pointseg.points import io as io_module
 
 # GeoJSON, CSV and GeoPackage
@@ -264,3 +271,13 @@ def test_a_geopackage_without_a_point_layer_is_an_error(tmp_path) -> None:
         PointsegError, match=r"lines\.gpkg: 0 point layers \(none\); expected exactly one layer"
     ):
         import_points(path, image, SCHEMA)
+
+
+def test_class_field_and_names_match_ignoring_case_and_spaces(tmp_path):
+    image = write_image(tmp_path / "tile.tif", 20, 30)
+    col_row = write_csv(tmp_path / "pixels.csv", "col,row,LandCover\n2.5,7.5, Forest \n4.5,1.5,WATER\n")
+    imported, _ = import_points(col_row, image, SCHEMA, class_field="landcover")
+    assert imported.classes.tolist() == [0, 1]  # row 1 water, row 7 forest
+    assert read_point_classes(col_row, "LANDCOVER") == [("Forest", None), ("WATER", None)]
+    with pytest.raises(PointsegError, match=r"expected columns .* class \(name\) or class_index"):
+        import_points(col_row, image, SCHEMA)

@@ -12,7 +12,9 @@ from pointseg.points.io import (
     PIXEL_COORDINATES,
     POINT_FILE_SUFFIXES,
     ImportReport,
+    class_key,
     import_points,
+    read_point_classes,
     write_points_geojson,
 )
 from pointseg.points.labels import PointLabels
@@ -35,7 +37,9 @@ __all__ = [
     "PointProtocol",
     "PointStrategy",
     "ProtocolSettings",
+    "class_key",
     "import_points",
+    "read_point_classes",
     "sample_density",
     "sample_per_class",
     "sample_per_region",

@@ -151,7 +151,7 @@ def _crs_name(crs: _CoordinateSystem | None) -> str:
     return crs.to_string() if isinstance(crs, CRS) else str(crs)
 
 
-def _read_geojson(path: Path, points_crs: _CoordinateSystem | None) -> _PointRecords:
+def _read_geojson(path: Path, points_crs: _CoordinateSystem | None, class_field: str) -> _PointRecords:
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -178,26 +178,32 @@ def _read_geojson(path: Path, points_crs: _CoordinateSystem | None) -> _PointRec
         geometry = feature.get("geometry") if isinstance(feature, dict) else None
         positions = _positions(geometry, f"{path}: feature {number}")
         properties = feature.get("properties")
-        properties = properties if isinstance(properties, dict) else {}
+        properties = (
+            {str(key).strip().lower(): value for key, value in properties.items()}
+            if isinstance(properties, dict)
+            else {}
+        )
         for x, y, *_ in positions:
-            records.add(x, y, number, properties.get("class"), properties.get("class_index"))
+            records.add(x, y, number, properties.get(class_field), properties.get("class_index"))
     return records
 
 
 _CSV_COLUMNS = (("x", "y"), ("lon", "lat"), ("col", "row"))
 
 
-def _read_csv(path: Path, points_crs: _CoordinateSystem | None, image_crs: CRS | None) -> _PointRecords:
+def _read_csv(
+    path: Path, points_crs: _CoordinateSystem | None, image_crs: CRS | None, class_field: str
+) -> _PointRecords:
     records = _PointRecords(unit="line")
     try:
         with path.open(newline="") as handle:
             reader = csv.reader(handle)
             header = [name.strip().lower() for name in next(reader, [])]
             x_name, y_name = next(((x, y) for x, y in _CSV_COLUMNS if x in header and y in header), ("", ""))
-            if not x_name or not ({"class", "class_index"} & set(header)):
+            if not x_name or not ({class_field, "class_index"} & set(header)):
                 raise PointsegError(
                     f"{path}: header {header}; expected columns x,y (or lon,lat, or col,row for pixel "
-                    "coordinates) and class (name) or class_index"
+                    f"coordinates) and {class_field} (name) or class_index"
                 )
             if x_name == "col":
                 records.crs = _choose_crs(path, PIXEL_COORDINATES, None, points_crs)
@@ -205,7 +211,7 @@ def _read_csv(path: Path, points_crs: _CoordinateSystem | None, image_crs: CRS |
                 default = _WGS84 if x_name == "lon" else image_crs
                 records.crs = _choose_crs(path, None, default, points_crs)
             x_at, y_at = header.index(x_name), header.index(y_name)
-            name_at = header.index("class") if "class" in header else None
+            name_at = header.index(class_field) if class_field in header else None
             index_at = header.index("class_index") if "class_index" in header else None
             for row in reader:
                 if not any(cell.strip() for cell in row):
@@ -227,7 +233,7 @@ def _read_csv(path: Path, points_crs: _CoordinateSystem | None, image_crs: CRS |
 
 
 def _read_geopackage(
-    path: Path, points_crs: _CoordinateSystem | None, image_crs: CRS | None
+    path: Path, points_crs: _CoordinateSystem | None, image_crs: CRS | None, class_field: str
 ) -> _PointRecords:
     """Read the one point layer of a GeoPackage through pyogrio (GDAL decodes the geometries)."""
     try:
@@ -241,9 +247,11 @@ def _read_geopackage(
     except (DataSourceError, DataLayerError) as error:
         raise PointsegError(f"{path}: not readable as a GeoPackage ({error})") from error
     fields = [str(name).lower() for name in meta["fields"]]
-    if not ({"class", "class_index"} & set(fields)):
-        raise PointsegError(f"{path}: layer '{layers[0]}' has fields {fields}; expected class or class_index")
-    names = columns[fields.index("class")] if "class" in fields else [None] * len(geometries)
+    if not ({class_field, "class_index"} & set(fields)):
+        raise PointsegError(
+            f"{path}: layer '{layers[0]}' has fields {fields}; expected {class_field} or class_index"
+        )
+    names = columns[fields.index(class_field)] if class_field in fields else [None] * len(geometries)
     indices = columns[fields.index("class_index")] if "class_index" in fields else [None] * len(geometries)
     records = _PointRecords(unit="feature")
     declared = _parse_crs(meta["crs"], f"{path}: layer CRS") if meta["crs"] else None
@@ -301,17 +309,18 @@ def _positions(geometry: Any, where: str) -> list[list[Any]]:
 
 
 def _read_points_file(
-    path: Path, points_crs: _CoordinateSystem | None, image_crs: CRS | None
+    path: Path, points_crs: _CoordinateSystem | None, image_crs: CRS | None, class_field: str = "class"
 ) -> _PointRecords:
     if not path.is_file():
         raise PointsegError(f"{path}: no such file")
     suffix = path.suffix.lower()
+    class_field = class_field.strip().lower()
     if suffix in (".geojson", ".json"):
-        return _read_geojson(path, points_crs)
+        return _read_geojson(path, points_crs, class_field)
     if suffix == ".csv":
-        return _read_csv(path, points_crs, image_crs)
+        return _read_csv(path, points_crs, image_crs, class_field)
     if suffix == ".gpkg":
-        return _read_geopackage(path, points_crs, image_crs)
+        return _read_geopackage(path, points_crs, image_crs, class_field)
     raise PointsegError(f"{path}: unknown points file type {suffix!r}; expected one of {POINT_FILE_SUFFIXES}")
 
 
@@ -335,10 +344,32 @@ def _class_index(name: Any, index: Any, schema: ClassSchema) -> int:
             return -1
         labels.add(int(value))
     if not _is_missing(name):
-        if name not in schema.classes:
+        names = [class_key(known) for known in schema.classes]
+        if class_key(name) not in names:
             return -1
-        labels.add(schema.classes.index(name))
+        labels.add(names.index(class_key(name)))
     return labels.pop() if len(labels) == 1 else -1
+
+
+def class_key(name: Any) -> str:
+    """The form class names are compared in: text with surrounding spaces trimmed, case folded."""
+    return str(name).strip().casefold()
+
+
+def read_point_classes(path: str | Path, class_field: str = "class") -> list[tuple[Any, Any]]:
+    """Return the ``(class name, class_index)`` of each point of a points file, in file order.
+
+    Either value is ``None`` where the point has none.
+
+    Args:
+        path: GeoJSON, CSV or GeoPackage file, as :func:`import_points` reads it.
+        class_field: Attribute holding the class name (matched case-insensitively).
+
+    Raises:
+        PointsegError: if the file cannot be read or has neither the attribute nor ``class_index``.
+    """
+    records = _read_points_file(Path(path), None, None, class_field)
+    return list(zip(records.names, records.indices, strict=True))
 
 
 def _is_missing(value: Any) -> bool:
@@ -398,6 +429,7 @@ def import_points(
     schema: ClassSchema,
     points_crs: str | None = None,
     skip_invalid: bool = False,
+    class_field: str = "class",
 ) -> tuple[PointLabels, ImportReport]:
     """Read point labels made for an image and place them on its pixel grid.
 
@@ -417,6 +449,9 @@ def import_points(
             GeoJSON without a ``crs`` member), e.g. ``"EPSG:32633"``, or ``"pixel"``.
         skip_invalid: Drop points outside the image, with unknown classes or on a shared pixel
             (keeping one of each duplicate, and none of a conflict) instead of failing.
+        class_field: Attribute (CSV column, GeoJSON property, GeoPackage field) with the class
+            name, matched case-insensitively; names match the schema's with case and surrounding
+            spaces ignored.
 
     Returns:
         The points, and a report of what was kept and dropped, by line or feature number.
@@ -430,7 +465,7 @@ def import_points(
     points_path = Path(points_path)
     info = raster_info(image_path)
     given_crs = None if points_crs is None else _parse_crs(points_crs, f"{points_path}: points CRS")
-    records = _read_points_file(points_path, given_crs, info.crs)
+    records = _read_points_file(points_path, given_crs, info.crs, class_field)
     x = np.asarray(records.x, dtype=np.float64)
     y = np.asarray(records.y, dtype=np.float64)
     lines = np.asarray(records.lines, dtype=np.int64)
