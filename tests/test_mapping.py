@@ -29,6 +29,9 @@ TINY = MapSettings(
     block_size=8,
     polygons=True,
     min_area=2,
+    encoder="resnet18",
+    weights=None,
+    norm="group",
 )
 
 Cli = Callable[..., tuple[int, str, str]]  # the `cli` fixture of tests/conftest.py
@@ -59,6 +62,7 @@ def scene(tmp_path: Path, step: int = 6) -> tuple[Path, Path]:
     return image, points
 
 
+@pytest.mark.integration
 def test_map_trains_on_points_alone_and_writes_gis_ready_maps(tmp_path: Path) -> None:
     image, points = scene(tmp_path)
     out = tmp_path / "map"
@@ -166,6 +170,7 @@ def test_cli_map_reports_bad_input_as_one_error_line(tmp_path: Path, cli: Cli) -
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_readme_command_on_the_bundled_sample(tmp_path: Path, cli: Cli) -> None:
     sample = Path(__file__).resolve().parents[1] / "examples" / "dubai"
     code, out, err = cli(
@@ -184,6 +189,7 @@ def test_readme_command_on_the_bundled_sample(tmp_path: Path, cli: Cli) -> None:
     assert len(list((tmp_path / "map").glob("*_classes.tif"))) == len(list((sample / "images").iterdir()))
 
 
+@pytest.mark.integration
 def test_cli_map_prints_points_per_class_the_held_out_score_and_next_commands(
     tmp_path: Path, cli: Cli
 ) -> None:
@@ -202,6 +208,12 @@ def test_cli_map_prints_points_per_class_the_held_out_score_and_next_commands(
         "1",
         "--block-size",
         "8",
+        "--encoder",
+        "resnet18",
+        "--weights",
+        "none",
+        "--norm",
+        "group",
         "--no-progress",
     )
     assert code == 0, err

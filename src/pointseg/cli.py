@@ -283,10 +283,17 @@ def map_command(
     ] = 16,
     encoder: Annotated[
         str, typer.Option(help="Encoder of the network (small for a laptop CPU).")
-    ] = "resnet18",
+    ] = "tu-efficientnet_lite0",
     weights: Annotated[
-        str | None, typer.Option(help="Encoder weights: a local file or a hub name (default: none).")
-    ] = None,
+        str,
+        typer.Option(
+            help="Encoder weights: imagenet (shipped offline for tu-efficientnet_lite0), a local file, "
+            "a hub name, or none."
+        ),
+    ] = "imagenet",
+    norm: Annotated[
+        str, typer.Option(help="Normalisation: frozen (pretrained BatchNorm kept) | batch | group.")
+    ] = "frozen",
     holdout: Annotated[
         float, typer.Option(min=0.0, max=0.9, help="Share of the points held out for the check.")
     ] = 0.2,
@@ -318,6 +325,7 @@ def map_command(
         device=device,
         encoder=encoder,
         weights=weights,
+        norm=norm,
         holdout=holdout,
         block_size=block_size,
         polygons=polygons,

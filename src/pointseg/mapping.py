@@ -93,6 +93,7 @@ class MapSettings:
         encoder: Encoder of the DeepLabV3+ network (any name :func:`pointseg.models.build_model`
             takes).
         weights: Encoder weights: ``None`` for random initialisation, a local file, or a hub name.
+        norm: Normalisation layers (``group``, ``batch``, or ``frozen`` pretrained BatchNorm).
         crop_size: Side of the training crops, in pixels.
         crops_per_image: Random crops per image and epoch.
         batch_size: Crops per training step.
@@ -111,8 +112,9 @@ class MapSettings:
     skip_invalid: bool = False
     epochs: int = 15
     device: str = "cpu"
-    encoder: str = "resnet18"
-    weights: str | None = None
+    encoder: str = "tu-efficientnet_lite0"
+    weights: str | None = "imagenet"
+    norm: str = "frozen"
     crop_size: int = 256
     crops_per_image: int = 8
     batch_size: int = 8
@@ -398,7 +400,7 @@ def _train_config(settings: MapSettings, root: Path, staging: Path) -> TrainConf
                 "num_workers": 0,
             },
             "supervision": "points",
-            "model": {"encoder": settings.encoder, "weights": settings.weights},
+            "model": {"encoder": settings.encoder, "weights": settings.weights, "norm": settings.norm},
             "trainer": {
                 "max_epochs": settings.epochs,
                 "accelerator": "gpu" if settings.device == "cuda" else "cpu",
