@@ -23,7 +23,19 @@ def test_ci_runs_the_readmes_test_command() -> None:
     assert "pytest" in tests and "-c constraints.txt" in tests
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert tests.strip() in ci_lines, "the README's test command and .ci/run differ"
-    assert "pointseg train --config configs/cpu_small.yaml" in setup and "-c constraints.txt" in setup
+    assert "-c constraints.txt" in setup
+
+
+def test_the_run_command_needs_nothing_beside_the_project() -> None:
+    setup = code_blocks(section(README, "Install and run: two commands"))[0]
+    assert "pointseg map examples/dubai/images --points examples/dubai/points" in setup
+    assert "../shared" not in setup
+    images = sorted((ROOT / "examples" / "dubai" / "images").iterdir())
+    assert images and all(
+        (ROOT / "examples" / "dubai" / "points" / f"{p.stem}.geojson").is_file() for p in images
+    )
+    sample_bytes = sum(p.stat().st_size for p in (ROOT / "examples").rglob("*") if p.is_file())
+    assert sample_bytes <= 5 * 2**20, f"the bundled sample is {sample_bytes} bytes; at most 5 MB"
 
 
 def test_every_config_and_path_the_readme_names_exists() -> None:
