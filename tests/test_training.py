@@ -9,6 +9,7 @@ import sys
 import textwrap
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from pointseg.errors import PointsegError
 from pointseg.normalization import BandStats
 from pointseg.runs import RUN_DIR_VARIABLE
 from pointseg.schema import IGNORE_INDEX
-from pointseg.training import SegmentationDataModule, SegmentationTask, train
+from pointseg.training import EpochLines, SegmentationDataModule, SegmentationTask, train
 
 CPU_SMALL = Path(__file__).resolve().parents[1] / "configs" / "cpu_small.yaml"
 
@@ -512,3 +513,19 @@ def test_validation_predicts_nothing_on_a_nan_pixel_and_scores_only_the_finite_p
     assert task._predict_whole(batch["image"], batch["valid"])[0, 10, 10] == IGNORE_INDEX
     task.validation_step(batch, 0)
     assert int(task.val_metrics.compute().sum()) == 40 * 40 - 4 - 1  # the ignored 2x2 corner, the NaN pixel
+
+
+@pytest.mark.parametrize("prefix", ["val", "val_point"])
+def test_epoch_lines_show_the_validation_metrics_of_masks_or_held_out_points(prefix: str, capsys) -> None:
+    metrics = {"train_loss_epoch": 0.5, f"{prefix}_miou": 0.25, f"{prefix}_accuracy": 0.75}
+    trainer = SimpleNamespace(
+        is_global_zero=True,
+        current_epoch=2,
+        max_epochs=5,
+        callback_metrics={name: torch.tensor(value) for name, value in metrics.items()},
+    )
+    lines = EpochLines()
+    lines.on_train_start(trainer, None)  # type: ignore[arg-type]
+    lines.on_train_epoch_end(trainer, None)  # type: ignore[arg-type]
+    line = capsys.readouterr().out
+    assert line.startswith(f"epoch 3/5  train_loss 0.5000  {prefix}_miou 0.2500  {prefix}_accuracy 0.7500  elapsed ")

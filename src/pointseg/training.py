@@ -390,7 +390,8 @@ class EpochLines(Callback):
     """One plain line per epoch, for logs and pipes, where a progress bar shows nothing.
 
     ``epoch 3/50  train_loss 0.8123  val_miou 0.4210  val_accuracy 0.7712  elapsed 2m10s  left ~34m``:
-    the time left is this session's mean epoch time times the epochs still to train.
+    the time left is this session's mean epoch time times the epochs still to train. A run that
+    validates on held-out points shows ``val_point_miou`` and ``val_point_accuracy`` instead.
     """
 
     def __init__(self) -> None:
@@ -410,7 +411,7 @@ class EpochLines(Callback):
         elapsed = time.monotonic() - self.started
         left = elapsed / max(1, epoch - self.first_epoch) * max(0, (trainer.max_epochs or epoch) - epoch)
         parts = [f"epoch {epoch}/{trainer.max_epochs}"]
-        for name in ("train_loss_epoch", MONITOR, "val_accuracy"):
+        for name in ("train_loss_epoch", MONITOR, "val_accuracy", POINT_MONITOR, "val_point_accuracy"):
             if name in trainer.callback_metrics:
                 parts.append(f"{name.removesuffix('_epoch')} {float(trainer.callback_metrics[name]):.4f}")
         parts += [f"elapsed {format_duration(elapsed)}", f"left ~{format_duration(left)}"]
