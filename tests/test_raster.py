@@ -248,7 +248,9 @@ def test_staged_directory_removes_staging_folders_of_killed_runs_and_keeps_those
         assert staging.parent == tmp_path and match is not None and int(match["file_pid"]) == alive
         (staging / "b.png").write_bytes(b"b")
     assert running.is_dir() and (tmp_path / ".hidden_user_folder").is_dir()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".hidden_user_folder", running.name, "points"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".hidden_user_folder", running.name, "points"]
+    )
 
 
 def test_write_label_raster_geotiff_keeps_georeferencing_and_colours(tmp_path) -> None:

@@ -505,7 +505,9 @@ def test_validation_predicts_nothing_on_a_nan_pixel_and_scores_only_the_finite_p
     data = discover_dataset("folder", root, schema_path)
     stats = BandStats((100.0,) * 3, (50.0,) * 3)
     config = small_config(root, tmp_path, "data.num_workers=0", "eval.tile=32")
-    task = SegmentationTask(config.model_dump(), data.schema.to_dict(), stats.to_dict(), load_pretrained=False)
+    task = SegmentationTask(
+        config.model_dump(), data.schema.to_dict(), stats.to_dict(), load_pretrained=False
+    )
     task.model = torch.nn.Identity()  # 3 bands -> 3 class scores
     [batch] = SegmentationDataModule(config, data.schema, {"val": data.refs}, stats).val_dataloader()
 
@@ -528,4 +530,6 @@ def test_epoch_lines_show_the_validation_metrics_of_masks_or_held_out_points(pre
     lines.on_train_start(trainer, None)  # type: ignore[arg-type]
     lines.on_train_epoch_end(trainer, None)  # type: ignore[arg-type]
     line = capsys.readouterr().out
-    assert line.startswith(f"epoch 3/5  train_loss 0.5000  {prefix}_miou 0.2500  {prefix}_accuracy 0.7500  elapsed ")
+    assert line.startswith(
+        f"epoch 3/5  train_loss 0.5000  {prefix}_miou 0.2500  {prefix}_accuracy 0.7500  elapsed "
+    )

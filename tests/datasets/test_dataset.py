@@ -1,6 +1,6 @@
 import numpy as np
-import rasterio
 import pytest
+import rasterio
 import torch
 import yaml
 from rasterio.transform import from_origin
