@@ -81,6 +81,25 @@ def test_evaluate_matches_the_hand_worked_miou_with_an_absent_class(tmp_path: Pa
     assert np.asarray(report.confusion_matrix).sum() == 14
 
 
+def test_evaluate_scores_only_the_finite_pixels_of_a_float_image(tmp_path: Path) -> None:
+    # The hand example, with a NaN at (0, 1): the one pixel of "a" predicted "b" is not scored.
+    prediction = letters_to_labels(PREDICTION)
+    one_hot = np.stack([(prediction == k + 1) for k in range(4)]).astype(np.float32)
+    one_hot[2, 0, 1] = np.nan
+    write_raster(tmp_path / "images" / "scene.tif", one_hot)
+    write_raster(tmp_path / "masks" / "scene.tif", letters_to_labels(TRUTH))
+    refs = discover_dataset("folder", tmp_path, SCHEMA).require_usable()
+
+    [sample] = score_samples(identity_model(tmp_path), refs, SCHEMA)
+    report = evaluate_model(identity_model(tmp_path), refs, SCHEMA)
+
+    assert sample.prediction[0, 1] == 255
+    assert report.confusion_matrix == sample.confusion.tolist()
+    assert np.asarray(report.confusion_matrix).sum() == 13 and report.accuracy == pytest.approx(12 / 13)
+    assert report.per_class_iou["a"] == pytest.approx(3 / 4)  # TP 3, FP 1 ((2,1)), FN 0
+    assert report.per_class_iou["b"] == pytest.approx(1.0)
+
+
 def test_evaluate_refuses_data_with_other_classes(tmp_path: Path) -> None:
     other = ClassSchema(
         name="other", classes=("x", "y"), colors=((0, 0, 0), (1, 1, 1)), mask_encoding="index"

@@ -98,6 +98,13 @@ def test_ignored_ground_truth_pixels_do_not_count_even_when_the_prediction_is_wr
     assert right.tolist() == wrong.tolist() == [[1, 0], [0, 1]]
 
 
+def test_pixels_predicted_ignore_index_are_not_counted_whatever_their_ground_truth() -> None:
+    # Nothing is predicted where the image has no data (255): those pixels leave the matrix.
+    gt = torch.tensor([[[0, 1, 1, 0]]])
+    confusion = evaluate((torch.tensor([[[0, 1, U, U]]]), gt), names=["a", "b"]).compute()
+    assert confusion.tolist() == [[1, 0], [0, 1]]
+
+
 def test_accumulation_over_batches_is_one_confusion_matrix_not_mean_of_batch_mious() -> None:
     # batch A: gt [[0, 0], [0, 0]], pred all 0 -> alone: class 0 IoU 1, class 1 absent -> mIoU 1
     gt_a, pred_a = torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long)

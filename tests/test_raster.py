@@ -1,5 +1,7 @@
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ from rasterio.windows import Window
 from fake_data import UTM, write_raster
 from pointseg.errors import PointsegError
 from pointseg.raster import (
+    STALE_WORK_NAME,
     atomic_output,
     raster_info,
     read_mask,
@@ -225,6 +228,29 @@ def test_staged_directory_success_moves_files_and_keeps_others(tmp_path) -> None
         (staging / "sub" / "b.json").write_bytes(b"b")
     assert snapshot(out) == {"a.png": b"new a", "keep.txt": b"keep", "sub/b.json": b"b"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["points"]
+
+
+def test_staged_directory_removes_staging_folders_of_killed_runs_and_keeps_those_of_running_ones(
+    tmp_path,
+) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead, alive = child.pid, os.getpid()
+    stale = [tmp_path / f".points.{dead}-0123456789ab.staging", tmp_path / f".points.{dead}-0123456789ab.old"]
+    running = tmp_path / f".other.{alive}-0123456789ab.staging"
+    for folder in [*stale, running]:
+        folder.mkdir()
+        (folder / "a.png").write_bytes(b"half written")
+    (tmp_path / ".hidden_user_folder").mkdir()
+    with staged_directory(tmp_path / "points") as staging:
+        assert not any(folder.exists() for folder in stale)
+        match = STALE_WORK_NAME.match(staging.name)  # a killed run's staging folder is found again
+        assert staging.parent == tmp_path and match is not None and int(match["file_pid"]) == alive
+        (staging / "b.png").write_bytes(b"b")
+    assert running.is_dir() and (tmp_path / ".hidden_user_folder").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".hidden_user_folder", running.name, "points"]
+    )
 
 
 def test_write_label_raster_geotiff_keeps_georeferencing_and_colours(tmp_path) -> None:

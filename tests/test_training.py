@@ -9,15 +9,22 @@ import sys
 import textwrap
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import rasterio
 import torch
 
+from fake_data import write_folder_dataset
 from pointseg.checkpoint import load_trained_model
 from pointseg.config import TrainConfig, dump_config, load_config
+from pointseg.datasets import discover_dataset
 from pointseg.errors import PointsegError
+from pointseg.normalization import BandStats
 from pointseg.runs import RUN_DIR_VARIABLE
-from pointseg.training import train
+from pointseg.schema import IGNORE_INDEX
+from pointseg.training import EpochLines, SegmentationDataModule, SegmentationTask, train
 
 CPU_SMALL = Path(__file__).resolve().parents[1] / "configs" / "cpu_small.yaml"
 
@@ -485,3 +492,44 @@ def test_checkpoints_are_written_beside_and_renamed_into_place(tmp_path: Path, m
     assert target not in written and all(path.parent == target.parent for path in written)
     assert torch.load(target, weights_only=True) == {"epoch": 1}
     assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
+
+
+def test_validation_predicts_nothing_on_a_nan_pixel_and_scores_only_the_finite_pixels(tmp_path: Path) -> None:
+    root, schema_path = write_folder_dataset(tmp_path / "scenes", bands=3, dtype="float32", count=1)
+    image_path = root / "images" / "scene_0.tif"
+    with rasterio.open(image_path) as source:
+        pixels, profile = source.read(), source.profile
+    pixels[1, 10, 10] = np.nan
+    with rasterio.open(image_path, "w", **profile) as target:
+        target.write(pixels)
+    data = discover_dataset("folder", root, schema_path)
+    stats = BandStats((100.0,) * 3, (50.0,) * 3)
+    config = small_config(root, tmp_path, "data.num_workers=0", "eval.tile=32")
+    task = SegmentationTask(
+        config.model_dump(), data.schema.to_dict(), stats.to_dict(), load_pretrained=False
+    )
+    task.model = torch.nn.Identity()  # 3 bands -> 3 class scores
+    [batch] = SegmentationDataModule(config, data.schema, {"val": data.refs}, stats).val_dataloader()
+
+    assert not batch["valid"][0, 10, 10] and int(batch["valid"].sum()) == 40 * 40 - 1
+    assert task._predict_whole(batch["image"], batch["valid"])[0, 10, 10] == IGNORE_INDEX
+    task.validation_step(batch, 0)
+    assert int(task.val_metrics.compute().sum()) == 40 * 40 - 4 - 1  # the ignored 2x2 corner, the NaN pixel
+
+
+@pytest.mark.parametrize("prefix", ["val", "val_point"])
+def test_epoch_lines_show_the_validation_metrics_of_masks_or_held_out_points(prefix: str, capsys) -> None:
+    metrics = {"train_loss_epoch": 0.5, f"{prefix}_miou": 0.25, f"{prefix}_accuracy": 0.75}
+    trainer = SimpleNamespace(
+        is_global_zero=True,
+        current_epoch=2,
+        max_epochs=5,
+        callback_metrics={name: torch.tensor(value) for name, value in metrics.items()},
+    )
+    lines = EpochLines()
+    lines.on_train_start(trainer, None)  # type: ignore[arg-type]
+    lines.on_train_epoch_end(trainer, None)  # type: ignore[arg-type]
+    line = capsys.readouterr().out
+    assert line.startswith(
+        f"epoch 3/5  train_loss 0.5000  {prefix}_miou 0.2500  {prefix}_accuracy 0.7500  elapsed "
+    )

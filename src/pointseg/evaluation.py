@@ -42,7 +42,9 @@ def predict_samples(
 ) -> Iterator[tuple[SampleRef, np.ndarray]]:
     """Predict each sample whole with the sliding window, yielding ``(ref, (H, W) uint8 labels)``.
 
-    ``tile`` and ``overlap`` default to the training config's ``eval`` settings.
+    Pixels without data (nodata, or a non-finite band of a float image) get ``IGNORE_INDEX``, as
+    in ``pointseg predict``, and the metrics leave them out. ``tile`` and ``overlap`` default to
+    the training config's ``eval`` settings.
 
     Raises:
         PointsegError: for a bad ``tile`` or ``overlap``, or a bad image file.
@@ -57,7 +59,7 @@ def predict_samples(
     )
     for ref in refs:
         with open_source(ref.image_path, trained.band_stats, ref.window) as source:
-            sink = LabelSink(source.height, source.width)
+            sink = LabelSink(source.height, source.width, valid=source.valid)
             predictor.predict(source, sink)
         yield ref, sink.labels
 

@@ -8,7 +8,7 @@ pixels or batches they happen to cover.
 Confusion matrices follow torchmetrics: ``confusion[i, j]`` counts pixels whose ground truth is
 class ``i`` and whose prediction is class ``j`` (rows = ground truth, columns = prediction).
 Pixels whose ground truth is ``IGNORE_INDEX`` (255) are left out entirely, whatever is predicted
-there.
+there, and so are pixels predicted ``IGNORE_INDEX`` (no data in the image: nothing was predicted).
 """
 
 from __future__ import annotations
@@ -165,7 +165,8 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
     :meth:`reset`. ``update(preds, target)`` takes ``preds`` as ``(B, H, W)`` int64 predicted
     labels in ``0..K-1`` (``(B, K, H, W)`` scores are also accepted and reduced with argmax over
     dim 1) and ``target`` as ``(B, H, W)`` int64 ground truth. Pixels whose target is
-    ``ignore_index`` are dropped before counting, so a wrong prediction there changes nothing.
+    ``ignore_index`` are dropped before counting, so a wrong prediction there changes nothing;
+    so are pixels predicted ``ignore_index`` (no data there), whatever their target.
     ``compute()`` returns the ``(K, K)`` int64 confusion matrix (rows = ground truth, columns =
     prediction); :meth:`report` turns it into a :class:`SegmentationReport`.
 
@@ -185,6 +186,16 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
     def __init__(self, class_names: Sequence[str], ignore_index: int = IGNORE_INDEX, **kwargs: Any) -> None:
         super().__init__(num_classes=len(class_names), ignore_index=ignore_index, normalize=None, **kwargs)
         self.class_names = list(class_names)
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Count ``(B, H, W)`` predicted labels (or ``(B, K, H, W)`` scores) against the targets.
+
+        Pixels predicted ``ignore_index`` (left out for want of data) get an ignored target, so
+        they are not counted (torchmetrics would fail on a label outside ``0..K-1``).
+        """
+        if self.ignore_index is not None and preds.shape == target.shape:
+            target = torch.where(preds == self.ignore_index, self.ignore_index, target)
+        super().update(preds, target)
 
     def report(self) -> SegmentationReport:
         """Return the :class:`SegmentationReport` of everything accumulated so far (synced under DDP)."""

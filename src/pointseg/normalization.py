@@ -45,7 +45,11 @@ class BandStats:
         return cls(tuple(data["mean"]), tuple(data["std"]))
 
     def normalize(self, image: np.ndarray, source: str = "image") -> np.ndarray:
-        """Return ``(C, H, W)`` float32 ``(image - mean) / std``.
+        """Return ``(C, H, W)`` float32 ``(image - mean) / std``, always finite.
+
+        Non-finite values (NaN, +inf, -inf: nodata in a float raster) become 0, the band mean, so
+        that no such pixel reaches a network; callers that must leave them out (labels, scores)
+        find them with ``np.isfinite`` on the raw image.
 
         Raises:
             PointsegError: if the band count differs from the statistics'.
@@ -56,7 +60,10 @@ class BandStats:
             )
         mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]
         std = np.asarray(self.std, dtype=np.float32)[:, None, None]
-        return (image.astype(np.float32) - mean) / std
+        normalized = (image.astype(np.float32) - mean) / std
+        if not np.isfinite(normalized).all():
+            np.nan_to_num(normalized, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        return normalized
 
     @classmethod
     def estimate(

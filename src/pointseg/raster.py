@@ -16,7 +16,6 @@ import secrets
 import shutil
 import stat
 import struct
-import tempfile
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -238,9 +237,10 @@ def work_tag() -> str:
 
 
 STALE_WORK_NAME = re.compile(
-    r"^\.(?:pointseg-(?P<folder_pid>\d+)-|.+\.(?P<file_pid>\d+)-[0-9a-f]{12}\.partial)"
+    r"^\.(?:pointseg-(?P<folder_pid>\d+)-|.+\.(?P<file_pid>\d+)-[0-9a-f]{12}\.(?:partial|staging|old))"
 )
-"""Hidden work folders (``.pointseg-<pid>-...``) and partial files (``.<stem>.<pid>-<hex>.partial...``)."""
+"""Hidden work folders (``.pointseg-<pid>-...``), partial files (``.<stem>.<pid>-<hex>.partial...``)
+and staging folders (``.<name>.<pid>-<hex>.staging`` and ``.old``, see :func:`staged_directory`)."""
 
 
 def process_is_running(pid: int) -> bool:
@@ -286,6 +286,10 @@ def staged_directory(out_dir: str | Path, replace: bool = False) -> Iterator[Pat
     (rename, rename, delete), so no stale file from an earlier run survives beside new ones; the
     new folder keeps the old one's permissions.
 
+    The staging folders are hidden beside ``out_dir`` and named with this process's id (see
+    :func:`work_tag`); those that killed runs left there are removed first
+    (:func:`remove_stale_work_files`).
+
     Raises:
         PointsegError: if ``out_dir`` exists and is not a folder (it is never replaced).
     """
@@ -295,12 +299,13 @@ def staged_directory(out_dir: str | Path, replace: bool = False) -> Iterator[Pat
             f"{out_dir}: is a file, not a folder; expected a folder (new or existing) to write into"
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging.", dir=out_dir.parent))
+    remove_stale_work_files(out_dir.parent)
+    staging = _work_folder(out_dir, "staging")
     try:
         yield staging
         if replace and out_dir.exists():
             staging.chmod(stat.S_IMODE(out_dir.stat().st_mode))
-            retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+            retired = _work_folder(out_dir, "old")
             os.replace(out_dir, retired / "old")
             os.replace(staging, out_dir)
             shutil.rmtree(retired, ignore_errors=True)
@@ -313,6 +318,17 @@ def staged_directory(out_dir: str | Path, replace: bool = False) -> Iterator[Pat
                 os.replace(item, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _work_folder(beside: Path, kind: str) -> Path:
+    """Create the empty hidden folder ``.<name>.<work_tag>.<kind>`` beside ``beside`` (private: 0o700)."""
+    while True:
+        folder = beside.with_name(f".{beside.name}.{work_tag()}.{kind}")
+        try:
+            folder.mkdir(mode=0o700)
+            return folder
+        except FileExistsError:
+            continue
 
 
 def geotiff_profile(

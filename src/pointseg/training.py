@@ -173,7 +173,12 @@ class SegmentationDataModule(L.LightningDataModule):
     def _whole_images(self, split: str) -> DataLoader:
         held_out = self.samples.val_points if self.samples is not None and split == "val" else None
         dataset = SegmentationDataset(
-            self.splits[split], self.schema, self.band_stats, points=held_out, with_masks=held_out is None
+            self.splits[split],
+            self.schema,
+            self.band_stats,
+            points=held_out,
+            with_masks=held_out is None,
+            padding_mask=True,  # "valid": pixels without data are predicted IGNORE_INDEX, not scored
         )
         sampler = None
         if self.trainer is not None and self.trainer.world_size > 1:
@@ -295,7 +300,8 @@ class SegmentationTask(L.LightningModule):
         )
         return loss
 
-    def _predict_whole(self, image: torch.Tensor) -> torch.Tensor:
+    def _predict_whole(self, image: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Sliding-window labels of a ``(1, C, H, W)`` image; ``IGNORE_INDEX`` where ``valid`` is False."""
         evaluation = self.settings.eval
         predictor = SlidingWindowPredictor(
             self.model,
@@ -305,14 +311,19 @@ class SegmentationTask(L.LightningModule):
             evaluation.batch_size,
             device=image.device,
         )
-        sink = LabelSink(image.shape[-2], image.shape[-1])
+        has_data = None if valid is None else valid[0].cpu().numpy()
+        sink = LabelSink(
+            image.shape[-2],
+            image.shape[-1],
+            valid=None if has_data is None else lambda row, col, h, w: has_data[row : row + h, col : col + w],
+        )
         predictor.predict(ArraySource(image[0].float().cpu().numpy()), sink)
         return torch.from_numpy(sink.labels).to(image.device).long()[None]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Predict a whole image by sliding window; add its dense mask (or held-out points) to the matrix."""
         target = batch["mask"] if "mask" in batch else batch["points"]
-        self.val_metrics.update(self._predict_whole(batch["image"]), target)
+        self.val_metrics.update(self._predict_whole(batch["image"], batch.get("valid")), target)
 
     def on_validation_epoch_end(self) -> None:
         """Log macro mIoU, accuracy and per-class IoU over the whole validation set."""
@@ -320,7 +331,7 @@ class SegmentationTask(L.LightningModule):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Like validation, on the test split."""
-        self.test_metrics.update(self._predict_whole(batch["image"]), batch["mask"])
+        self.test_metrics.update(self._predict_whole(batch["image"], batch.get("valid")), batch["mask"])
 
     def on_test_epoch_end(self) -> None:
         """Log test metrics."""
@@ -379,7 +390,8 @@ class EpochLines(Callback):
     """One plain line per epoch, for logs and pipes, where a progress bar shows nothing.
 
     ``epoch 3/50  train_loss 0.8123  val_miou 0.4210  val_accuracy 0.7712  elapsed 2m10s  left ~34m``:
-    the time left is this session's mean epoch time times the epochs still to train.
+    the time left is this session's mean epoch time times the epochs still to train. A run that
+    validates on held-out points shows ``val_point_miou`` and ``val_point_accuracy`` instead.
     """
 
     def __init__(self) -> None:
@@ -399,7 +411,7 @@ class EpochLines(Callback):
         elapsed = time.monotonic() - self.started
         left = elapsed / max(1, epoch - self.first_epoch) * max(0, (trainer.max_epochs or epoch) - epoch)
         parts = [f"epoch {epoch}/{trainer.max_epochs}"]
-        for name in ("train_loss_epoch", MONITOR, "val_accuracy"):
+        for name in ("train_loss_epoch", MONITOR, "val_accuracy", POINT_MONITOR, "val_point_accuracy"):
             if name in trainer.callback_metrics:
                 parts.append(f"{name.removesuffix('_epoch')} {float(trainer.callback_metrics[name]):.4f}")
         parts += [f"elapsed {format_duration(elapsed)}", f"left ~{format_duration(left)}"]

@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
+import rasterio
 import torch
 import yaml
 from rasterio.transform import from_origin
 
-from fake_data import UTM, block_labels, folder_labels, write_dubai, write_raster
+from fake_data import UTM, block_labels, folder_labels, write_dubai, write_folder_dataset, write_raster
 from pointseg.datasets import dataset as dataset_module
 from pointseg.datasets import discover_dataset
 from pointseg.datasets.dataset import SegmentationDataset, collate_samples
@@ -233,3 +234,32 @@ def test_padding_pads_expanded_labels_with_ignore_weights_with_zero_and_marks_va
 def test_expansion_needs_points(folder) -> None:
     sample = SegmentationDataset(folder.refs, folder.schema, IDENTITY3, expansion=EXPANSION)[0]
     assert "expanded_points" not in sample and "point_weights" not in sample
+
+
+def test_a_non_finite_pixel_is_filled_in_the_image_and_ignored_in_every_label(tmp_path) -> None:
+    root, schema_path = write_folder_dataset(tmp_path / "scenes", bands=3, dtype="float32", count=1)
+    image_path = root / "images" / "scene_0.tif"
+    with rasterio.open(image_path) as source:
+        pixels, profile = source.read(), source.profile
+    pixels[1, 10, 10], pixels[0, 20, 30] = np.nan, np.inf
+    with rasterio.open(image_path, "w", **profile) as target:
+        target.write(pixels)
+    data = discover_dataset("folder", root, schema_path)
+    sample = SegmentationDataset(
+        data.refs,
+        data.schema,
+        BandStats((100.0,) * 3, (50.0,) * 3),
+        crop_size=40,
+        points=SimulatedPoints(PointProtocol("density", density=1.0, seed=1)),
+        expansion=EXPANSION,
+        padding_mask=True,
+    )[0]
+    assert torch.isfinite(sample["image"]).all()
+    assert sample["image"][1, 10, 10] == 0 and sample["image"][0, 20, 30] == 0  # the band mean
+    bad = [(10, 10), (20, 30)]
+    for row, col in bad:
+        for key in ("mask", "points", "expanded_points"):
+            assert sample[key][row, col] == IGNORE_INDEX, key
+        assert sample["point_weights"][row, col] == 0 and not sample["valid"][row, col]
+    assert int((sample["mask"] != IGNORE_INDEX).sum()) == 40 * 40 - 4 - len(bad)  # the 2x2 ignored corner
+    assert int(sample["valid"].sum()) == 40 * 40 - len(bad)

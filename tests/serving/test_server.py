@@ -18,6 +18,8 @@ from rasterio.io import MemoryFile
 from pointseg.serving.app import create_app
 from pointseg.serving.server import HeaderTimeoutH11Protocol, uvicorn_options
 
+pytestmark = pytest.mark.integration  # real uvicorn servers, in threads and subprocesses
+
 
 def connect(url: str) -> socket.socket:
     host, port = url.removeprefix("http://").split(":")

@@ -29,13 +29,14 @@ class SegmentationDataset(Dataset[Sample]):
 
     Every sample is::
 
-        image:     float32 (C, H, W), normalised with ``band_stats``
+        image:     float32 (C, H, W), normalised with ``band_stats``; 0 (the band mean) where any
+                   band is not finite (NaN, +-inf: nodata of a float raster)
         mask:      int64 (H, W) dense labels, IGNORE_INDEX where ignored   (if the dataset has masks)
         points:    int64 (H, W) sparse labels, IGNORE_INDEX where unlabelled (if a point source is given)
         expanded_points: int64 (H, W) the points spread over their superpixels  (with ``expansion``)
         point_weights:   float32 (H, W) loss weight of ``expanded_points``: 1 on points, less on
                    expanded pixels, 0 where unlabelled                        (with ``expansion``)
-        valid:     bool (H, W), False on padding                              (with ``padding_mask``)
+        valid:     bool (H, W), False on padding and non-finite pixels       (with ``padding_mask``)
         path:      str, the image file
         id:        str, the sample id
         crs:       str (WKT) and transform: tuple of 6 floats, of the returned pixels
@@ -44,6 +45,7 @@ class SegmentationDataset(Dataset[Sample]):
     With ``crop_size`` set, each item is a random ``crop_size`` window read from disk (never the
     whole image), padded with IGNORE_INDEX labels where the image is smaller; the dataset then has
     ``crops_per_image`` items per image. Without it, each item is the whole sample, never resized.
+    Pixels where any band is not finite carry no label (IGNORE_INDEX, weight 0) and are not valid.
 
     Expansion works on the whole sample's raw pixels and points, once per sample and process, and
     every crop cuts the same window from the result; ``points`` stays the clicked points. The
@@ -140,8 +142,14 @@ class SegmentationDataset(Dataset[Sample]):
                 expanded = _cut(self._expanded_cache[ref.id], relative)
                 sample["expanded_points"] = torch.from_numpy(expanded.astype(np.int64))
                 sample["point_weights"] = torch.from_numpy(self.expansion.weights(expanded, clicked))
+        finite = np.isfinite(image).all(axis=0)
+        if not finite.all():  # no label where the network sees a filled-in 0
+            missing = torch.from_numpy(~finite)
+            for key in ("mask", "points", "expanded_points", "point_weights"):
+                if key in sample:
+                    sample[key][missing] = 0 if key == "point_weights" else IGNORE_INDEX
         if self.padding_mask:
-            sample["valid"] = torch.ones(image.shape[1:], dtype=torch.bool)
+            sample["valid"] = torch.from_numpy(finite)
         if georeferencing is not None:
             sample["crs"], sample["transform"] = georeferencing
         if self.crop_size:
