@@ -63,6 +63,8 @@ def default_run_name(config: TrainConfig) -> str:
         labels = "dense"
     elif config.points.directory is not None:
         labels = "points-" + Path(config.points.directory).name
+    elif config.points.file is not None:
+        labels = "points-" + Path(config.points.file).stem
     else:
         labels = config.points.protocol().slug
     job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
