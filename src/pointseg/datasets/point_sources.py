@@ -116,7 +116,7 @@ class PointsDirectory:
 
 @dataclass
 class PointsFile:
-    """Points clicked in a GIS: one ``.geojson``, ``.csv`` or ``.gpkg`` for all images, as ``pointseg map`` reads.
+    """Points clicked in a GIS: one ``.geojson``, ``.csv`` or ``.gpkg`` for all images (as ``map`` reads).
 
     Each image gets the points inside it, placed on its pixel grid by
     :func:`pointseg.points.import_points`; a point inside none of the images checked together is
