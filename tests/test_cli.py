@@ -466,3 +466,21 @@ def test_help_imports_no_torch(run: str) -> None:
     assert result.returncode == 0, result.stderr
     assert "Commands" in result.stdout and "evaluate" in result.stdout
     assert result.stdout.strip().endswith("heavy: []")
+
+
+def test_data_check_with_points_counts_images_without_masks(cli, tmp_path) -> None:
+    write_deepglobe(tmp_path, count=3, size=16)
+    for mask in tmp_path.glob("*_mask.png"):
+        mask.unlink()
+    points = tmp_path / "clicks.geojson"
+    points.write_text('{"type": "FeatureCollection", "features": []}')
+    code, out, _ = cli("data", "check", tmp_path, "-f", "deepglobe", "--points", points)
+    flat = " ".join(out.split())
+    assert code == 0, out
+    assert "3 image(s), 3 sample(s)" in flat and "info: 3 image(s) without a mask" in flat
+    assert "no problems found" in flat
+    code, out, _ = cli("data", "check", tmp_path, "-f", "deepglobe")
+    flat = " ".join(out.split())
+    assert code == 1 and "3 image(s), 3 sample(s)" in flat and "3 problem(s):" in flat
+    code, _, err = cli("data", "check", tmp_path, "-f", "deepglobe", "--points", tmp_path / "none.geojson")
+    assert code == 1 and "--points" in err and "none.geojson" in err

@@ -86,15 +86,31 @@ def data_check(
     images_dir: ImagesDirOption = "images",
     masks_dir: MasksDirOption = "masks",
     mask_pattern: MaskPatternOption = "{stem}",
+    points: Annotated[
+        Path | None,
+        typer.Option(
+            "--points",
+            help="The images are labelled by these points (a file or folder): images without a mask "
+            "are then counted as information, not problems.",
+        ),
+    ] = None,
 ) -> None:
     """Report image count, sizes, bands, dtypes, class shares and every problem; exit 1 on any problem."""
     from pointseg.datasets import discover_dataset
     from pointseg.datasets.check import check_dataset, print_report
 
+    if points is not None and not points.exists():
+        raise PointsegError(f"--points {points}: no such file or folder")
     discovery = discover_dataset(
-        format, path, schema, images_dir=images_dir, masks_dir=masks_dir, mask_pattern=mask_pattern
+        format,
+        path,
+        schema,
+        require_masks=False,
+        images_dir=images_dir,
+        masks_dir=masks_dir,
+        mask_pattern=mask_pattern,
     )
-    report = check_dataset(discovery)
+    report = check_dataset(discovery, points_given=points is not None)
     print_report(report, console)
     if report.problems:
         raise typer.Exit(1)
