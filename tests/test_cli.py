@@ -297,6 +297,26 @@ def test_points_import_reproduces_the_label_map(cli, tmp_path, simulated) -> Non
     assert json.loads((out / "summary.json").read_text())["points"] == 80
 
 
+def test_points_import_class_field(cli, tmp_path, simulated) -> None:
+    root, schema_path, sim = simulated
+    collection = json.loads((sim / "scene_0.geojson").read_text())
+    for feature in collection["features"]:
+        properties = feature["properties"]
+        feature["properties"] = {"landcover": f" {properties['class'].upper()} "}
+    points = tmp_path / "landcover.geojson"
+    points.write_text(json.dumps(collection))
+    image = root / "images" / "scene_0.tif"
+    out = tmp_path / "imported"
+    args = ("points", "import", points, "--image", image, "--schema", schema_path, "--out", out)
+    code, _, err = cli(*args)
+    assert code == 1 and not out.exists(), err
+    assert "found neither class nor class_index" in err
+    code, stdout, err = cli(*args, "--class-field", "landcover")
+    assert (code, err) == (0, "")
+    assert "kept 80 of 80 points" in stdout
+    np.testing.assert_array_equal(label_map(out / "scene_0.tif"), label_map(sim / "scene_0.tif"))
+
+
 def test_points_import_of_pixel_geojson(cli, tmp_path) -> None:
     root = write_deepglobe(tmp_path / "data", count=1, size=32)
     code, _, _ = cli(

@@ -213,6 +213,9 @@ def points_import(
         bool,
         typer.Option("--skip-invalid", help="Drop points outside the image, of unknown class or duplicated."),
     ] = False,
+    class_field: Annotated[
+        str, typer.Option(help="Attribute with the class name (e.g. landcover); case-insensitive.")
+    ] = "class",
 ) -> None:
     """Turn points clicked in a GIS into a sparse label map on the image's pixel grid."""
     from pointseg.datasets import resolve_schema
@@ -221,7 +224,9 @@ def points_import(
 
     class_schema = resolve_schema(format, schema)
     with staged_directory(out) as staging:
-        summary, report = import_point_file(points, image, class_schema, staging, points_crs, skip_invalid)
+        summary, report = import_point_file(
+            points, image, class_schema, staging, points_crs, skip_invalid, class_field
+        )
     console.print(report.summary(), highlight=False)
     console.print(f"{int(summary.points_per_class.sum()):,} points written -> {out}")
 
