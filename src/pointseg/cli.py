@@ -250,7 +250,7 @@ def train_command(
         bool, typer.Option(help="Show progress (a bar on a terminal, else a line per epoch).")
     ] = True,
 ) -> None:
-    """Train on point labels (or dense masks); validate by macro mIoU on dense masks.
+    """Train on point labels (or dense masks); validate by macro mIoU on dense masks, or on held-out points.
 
     With ``self_training.rounds`` above 0, rounds on pseudo-labels follow, each in its own run
     folder inside the run (``self-training-<k>``).
