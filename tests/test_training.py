@@ -616,3 +616,12 @@ def test_train_config_on_points_file_without_masks_logs_val_point_miou(tmp_path:
     assert "val_point_miou" in columns and "val_miou" not in columns
     summary = json.loads((tmp_path / "runs" / "clicks" / "summary.json").read_text())
     assert "best_val_point_miou" in summary
+    environment = json.loads((tmp_path / "runs" / "clicks" / "environment.json").read_text())
+    assert environment["points_file"] == str(points)
+
+
+def test_default_run_name_names_the_points_file(tmp_path: Path) -> None:
+    from pointseg.runs import default_run_name
+
+    root, points = clicked_folder(tmp_path, count=1)
+    assert default_run_name(points_file_config(root, points, tmp_path)).endswith("-folder-points-clicks")

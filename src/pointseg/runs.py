@@ -315,6 +315,7 @@ def run_environment(config: TrainConfig, splits: dict[str, list[SampleRef]]) -> 
         "data_root": str(Path(config.data.root).resolve()),
         "splits": {name: [ref.id for ref in refs] for name, refs in splits.items()},
         "points_directory": str(config.points.directory) if config.points.directory else None,
+        "points_file": str(config.points.file) if config.points.file else None,
     }
 
 
