@@ -297,6 +297,26 @@ def test_points_import_reproduces_the_label_map(cli, tmp_path, simulated) -> Non
     assert json.loads((out / "summary.json").read_text())["points"] == 80
 
 
+def test_points_import_class_field(cli, tmp_path, simulated) -> None:
+    root, schema_path, sim = simulated
+    collection = json.loads((sim / "scene_0.geojson").read_text())
+    for feature in collection["features"]:
+        properties = feature["properties"]
+        feature["properties"] = {"landcover": f" {properties['class'].upper()} "}
+    points = tmp_path / "landcover.geojson"
+    points.write_text(json.dumps(collection))
+    image = root / "images" / "scene_0.tif"
+    out = tmp_path / "imported"
+    args = ("points", "import", points, "--image", image, "--schema", schema_path, "--out", out)
+    code, _, err = cli(*args)
+    assert code == 1 and not out.exists(), err
+    assert "found neither class nor class_index" in err
+    code, stdout, err = cli(*args, "--class-field", "landcover")
+    assert (code, err) == (0, "")
+    assert "kept 80 of 80 points" in stdout
+    np.testing.assert_array_equal(label_map(out / "scene_0.tif"), label_map(sim / "scene_0.tif"))
+
+
 def test_points_import_of_pixel_geojson(cli, tmp_path) -> None:
     root = write_deepglobe(tmp_path / "data", count=1, size=32)
     code, _, _ = cli(
@@ -466,3 +486,21 @@ def test_help_imports_no_torch(run: str) -> None:
     assert result.returncode == 0, result.stderr
     assert "Commands" in result.stdout and "evaluate" in result.stdout
     assert result.stdout.strip().endswith("heavy: []")
+
+
+def test_data_check_with_points_counts_images_without_masks(cli, tmp_path) -> None:
+    write_deepglobe(tmp_path, count=3, size=16)
+    for mask in tmp_path.glob("*_mask.png"):
+        mask.unlink()
+    points = tmp_path / "clicks.geojson"
+    points.write_text('{"type": "FeatureCollection", "features": []}')
+    code, out, _ = cli("data", "check", tmp_path, "-f", "deepglobe", "--points", points)
+    flat = " ".join(out.split())
+    assert code == 0, out
+    assert "3 image(s), 3 sample(s)" in flat and "info: 3 image(s) without a mask" in flat
+    assert "no problems found" in flat
+    code, out, _ = cli("data", "check", tmp_path, "-f", "deepglobe")
+    flat = " ".join(out.split())
+    assert code == 1 and "3 image(s), 3 sample(s)" in flat and "3 problem(s):" in flat
+    code, _, err = cli("data", "check", tmp_path, "-f", "deepglobe", "--points", tmp_path / "none.geojson")
+    assert code == 1 and "--points" in err and "none.geojson" in err

@@ -120,3 +120,18 @@ def test_a_config_that_is_not_utf8_is_an_error(tmp_path: Path) -> None:
 def test_sliding_window_ranges_are_checked_with_the_config(override: str, field: str) -> None:
     with pytest.raises(PointsegError, match=rf"invalid config:\n  {field}: .*expected"):
         load_config(CONFIGS / "cpu_small.yaml", [override])
+
+
+def test_points_file_settings_are_checked() -> None:
+    config = load_config(CONFIGS / "cpu_small.yaml", ["points.file=clicks.geojson", "points.class_field=lc"])
+    assert (config.points.file, config.points.class_field, config.points.given) == (
+        Path("clicks.geojson"),
+        "lc",
+        True,
+    )
+    assert load_config(CONFIGS / "cpu_small.yaml").points.given is False
+    with pytest.raises(PointsegError, match=r"points\.directory or points\.file, not both"):
+        load_config(CONFIGS / "cpu_small.yaml", ["points.file=clicks.geojson", "points.directory=labels"])
+    for bad in ("points.class_field=''", "points.holdout=1", "points.block_size=0"):
+        with pytest.raises(PointsegError, match=bad.split("=")[0]):
+            load_config(CONFIGS / "cpu_small.yaml", ["points.file=clicks.geojson", bad])

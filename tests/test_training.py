@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,6 +27,7 @@ from pointseg.runs import RUN_DIR_VARIABLE
 from pointseg.schema import IGNORE_INDEX
 from pointseg.training import EpochLines, SegmentationDataModule, SegmentationTask, train
 
+Cli = Callable[..., tuple[int, str, str]]  # the `cli` fixture of tests/conftest.py
 CPU_SMALL = Path(__file__).resolve().parents[1] / "configs" / "cpu_small.yaml"
 
 
@@ -533,3 +535,141 @@ def test_epoch_lines_show_the_validation_metrics_of_masks_or_held_out_points(pre
     assert line.startswith(
         f"epoch 3/5  train_loss 0.5000  {prefix}_miou 0.2500  {prefix}_accuracy 0.7500  elapsed "
     )
+
+
+def clicked_folder(tmp_path: Path, count: int = 3) -> tuple[Path, Path]:
+    """A folder dataset of ``count`` GeoTIFFs whose masks are removed, and one GeoJSON of points on all
+    of them (a mixed-case ``landcover`` field, the masks' classes every 4 pixels) in the images' CRS."""
+    from rasterio.transform import from_origin
+
+    from fake_data import UTM, folder_labels, write_folder_dataset
+
+    root, _ = write_folder_dataset(tmp_path / "data", bands=3, dtype="uint8", count=count)
+    features = []
+    for i in range(count):
+        (root / "masks" / f"scene_{i}.tif").unlink()
+        labels = folder_labels(i)
+        transform = from_origin(300000, 5000000 + 1000 * i, 10, 10)
+        for row in range(2, 40, 4):
+            for col in range(2, 40, 4):
+                x, y = transform @ (col + 0.5, row + 0.5)
+                name = "abc"[int(labels[row, col])]
+                features.append(
+                    {
+                        "type": "Feature",
+                        "geometry": {"type": "Point", "coordinates": [x, y]},
+                        "properties": {"landcover": name.upper() if (row + col) % 8 else name},
+                    }
+                )
+    (root / "masks").rmdir()
+    points = tmp_path / "clicks.geojson"
+    crs = {"type": "name", "properties": {"name": UTM.to_string()}}
+    points.write_text(json.dumps({"type": "FeatureCollection", "crs": crs, "features": features}))
+    return root, points
+
+
+def points_file_config(root: Path, points: Path, out: Path, *extra: str) -> TrainConfig:
+    return small_config(
+        root,
+        out,
+        "data.format=folder",
+        f"data.schema={root / 'schema.yaml'}",
+        "data.val=[]",
+        "data.test=[]",
+        "points.strategy=density",
+        f"points.file={points}",
+        "points.class_field=landcover",
+        "points.block_size=8",
+        "trainer.max_epochs=1",
+        "trainer.precision=32-true",
+        *extra,
+    )
+
+
+def test_points_file_without_masks_validates_on_held_out_points(tmp_path: Path) -> None:
+    from pointseg.training import POINT_MONITOR, given_points_samples
+
+    root, points = clicked_folder(tmp_path)
+    samples = given_points_samples(points_file_config(root, points, tmp_path / "runs"))
+    assert samples is not None and samples.monitor == POINT_MONITOR
+    assert {ref.id for ref in samples.splits["val"]} <= {"scene_0", "scene_1", "scene_2"}
+    assert samples.val_points is not None and samples.splits["test"] == []
+    # held-out images of data.val: all their points validate, none of them trains
+    config = points_file_config(root, points, tmp_path / "runs", "data.val=['scene_2']")
+    samples = given_points_samples(config)
+    assert samples is not None and samples.monitor == POINT_MONITOR
+    assert [ref.id for ref in samples.splits["val"]] == ["scene_2"]
+    assert "scene_2" not in {ref.id for ref in samples.splits["train"]}
+    assert samples.val_points is not None
+    assert len(samples.val_points.points_for(samples.splits["val"][0], None)) == 100
+
+
+def test_points_file_errors_name_the_image_before_training(tmp_path: Path) -> None:
+    from pointseg.training import given_points_samples
+
+    root, points = clicked_folder(tmp_path)
+    data = json.loads(points.read_text())
+    data["features"] = data["features"][:100]  # only the first image keeps its points
+    points.write_text(json.dumps(data))
+    with pytest.raises(PointsegError, match=r"no points on 2 image\(s\).*scene_1"):
+        given_points_samples(points_file_config(root, points, tmp_path / "runs"))
+    with pytest.raises(PointsegError, match="no such points file"):
+        given_points_samples(points_file_config(root, tmp_path / "none.geojson", tmp_path / "runs"))
+
+
+def test_dense_validation_masks_stay_the_measure(tmp_path: Path) -> None:
+    from fake_data import write_folder_dataset
+    from pointseg.training import MONITOR, given_points_samples
+
+    root, points = clicked_folder(tmp_path)
+    dense, _ = write_folder_dataset(tmp_path / "dense", bands=3, dtype="uint8", count=3)
+    (root / "masks").mkdir()
+    (dense / "masks" / "scene_2.tif").rename(root / "masks" / "scene_2.tif")
+    config = points_file_config(root, points, tmp_path / "runs", "data.val=['scene_2']")
+    samples = given_points_samples(config)
+    assert samples is not None and samples.monitor == MONITOR and samples.val_points is None
+
+
+@pytest.mark.integration
+def test_train_config_on_points_file_without_masks_logs_val_point_miou(tmp_path: Path, cli: Cli) -> None:
+    root, points = clicked_folder(tmp_path, count=2)
+    config = tmp_path / "points.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            data:
+              format: folder
+              root: {root}
+              schema: {root / "schema.yaml"}
+              crop_size: 32
+              crops_per_image: 2
+              batch_size: 2
+              num_workers: 0
+            supervision: points
+            points:
+              file: {points}
+              class_field: landcover
+              block_size: 8
+            model: {{encoder: resnet18, norm: group}}
+            trainer: {{max_epochs: 1, accelerator: cpu, log_every_n_steps: 1}}
+            eval: {{tile: 64}}
+            output_dir: {tmp_path / "runs"}
+            run_name: clicks
+            """
+        )
+    )
+    code, out, err = cli("train", "--config", config, "--no-progress")
+    assert code == 0, out + err
+    columns = set(read_metrics(tmp_path / "runs" / "clicks")[0])
+    assert "val_point_miou" in columns and "val_miou" not in columns
+    summary = json.loads((tmp_path / "runs" / "clicks" / "summary.json").read_text())
+    assert "best_val_point_miou" in summary
+    environment = json.loads((tmp_path / "runs" / "clicks" / "environment.json").read_text())
+    assert environment["points_file"] == str(points)
+
+
+def test_default_run_name_names_the_points_file(tmp_path: Path) -> None:
+    from pointseg.runs import default_run_name
+
+    root, points = clicked_folder(tmp_path, count=1)
+    assert default_run_name(points_file_config(root, points, tmp_path)).endswith("-folder-points-clicks")

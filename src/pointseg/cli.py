@@ -86,15 +86,31 @@ def data_check(
     images_dir: ImagesDirOption = "images",
     masks_dir: MasksDirOption = "masks",
     mask_pattern: MaskPatternOption = "{stem}",
+    points: Annotated[
+        Path | None,
+        typer.Option(
+            "--points",
+            help="The images are labelled by these points (a file or folder): images without a mask "
+            "are then counted as information, not problems.",
+        ),
+    ] = None,
 ) -> None:
     """Report image count, sizes, bands, dtypes, class shares and every problem; exit 1 on any problem."""
     from pointseg.datasets import discover_dataset
     from pointseg.datasets.check import check_dataset, print_report
 
+    if points is not None and not points.exists():
+        raise PointsegError(f"--points {points}: no such file or folder")
     discovery = discover_dataset(
-        format, path, schema, images_dir=images_dir, masks_dir=masks_dir, mask_pattern=mask_pattern
+        format,
+        path,
+        schema,
+        require_masks=False,
+        images_dir=images_dir,
+        masks_dir=masks_dir,
+        mask_pattern=mask_pattern,
     )
-    report = check_dataset(discovery)
+    report = check_dataset(discovery, points_given=points is not None)
     print_report(report, console)
     if report.problems:
         raise typer.Exit(1)
@@ -197,6 +213,9 @@ def points_import(
         bool,
         typer.Option("--skip-invalid", help="Drop points outside the image, of unknown class or duplicated."),
     ] = False,
+    class_field: Annotated[
+        str, typer.Option(help="Attribute with the class name (e.g. landcover); case-insensitive.")
+    ] = "class",
 ) -> None:
     """Turn points clicked in a GIS into a sparse label map on the image's pixel grid."""
     from pointseg.datasets import resolve_schema
@@ -205,7 +224,9 @@ def points_import(
 
     class_schema = resolve_schema(format, schema)
     with staged_directory(out) as staging:
-        summary, report = import_point_file(points, image, class_schema, staging, points_crs, skip_invalid)
+        summary, report = import_point_file(
+            points, image, class_schema, staging, points_crs, skip_invalid, class_field
+        )
     console.print(report.summary(), highlight=False)
     console.print(f"{int(summary.points_per_class.sum()):,} points written -> {out}")
 
@@ -229,7 +250,7 @@ def train_command(
         bool, typer.Option(help="Show progress (a bar on a terminal, else a line per epoch).")
     ] = True,
 ) -> None:
-    """Train on point labels (or dense masks); validate by macro mIoU on dense masks.
+    """Train on point labels (or dense masks); validate by macro mIoU on dense masks, or on held-out points.
 
     With ``self_training.rounds`` above 0, rounds on pseudo-labels follow, each in its own run
     folder inside the run (``self-training-<k>``).

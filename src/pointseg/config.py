@@ -62,14 +62,36 @@ class ExpansionConfig(Section):
 
 
 class PointsConfig(Section, ProtocolSettings):
-    """How sparse labels are made: simulated by a point protocol, or read from a folder.
+    """How sparse labels are made: simulated by a point protocol, or read from a folder or a points file.
 
     The protocol's settings and their ranges are those of :class:`~pointseg.points.ProtocolSettings`.
+    ``directory`` and ``file`` replace the simulation (its settings are then unused) and exclude
+    each other. With either, images need no dense mask; validation images without one are
+    scored on held-out points (``holdout``, ``block_size``, see :mod:`pointseg.point_holdout`).
     ``expansion`` spreads each point over its superpixel for training; it is not part of the protocol.
     """
 
     directory: Path | None = Field(None, description="read <id>.tif/.png point maps from here instead")
+    file: Path | None = Field(
+        None, description="one .geojson/.csv/.gpkg of clicked points for all images, instead of simulation"
+    )
+    class_field: str = Field("class", min_length=1, description="attribute of `file` holding the class name")
+    holdout: float = Field(
+        0.2, ge=0, lt=1, description="share of the points held out when validation images have no mask"
+    )
+    block_size: int = Field(32, ge=1, description="side of the hold-out blocks, pixels")
     expansion: ExpansionConfig = Field(default_factory=ExpansionConfig)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PointsConfig:
+        if self.directory is not None and self.file is not None:
+            raise ValueError("give points.directory or points.file, not both")
+        return self
+
+    @property
+    def given(self) -> bool:
+        """Whether the points are read (from ``directory`` or ``file``) rather than simulated."""
+        return self.directory is not None or self.file is not None
 
 
 class ModelConfig(Section):

@@ -26,10 +26,10 @@ from __future__ import annotations
 import colorsys
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ import torch
 from pointseg.config import TrainConfig, parse_config
 from pointseg.datasets import SampleRef
 from pointseg.errors import PointsegError
+from pointseg.point_holdout import HoldoutSplit, split_points_in_blocks
 from pointseg.points import (
     POINT_FILE_SUFFIXES,
     ImportReport,
@@ -47,6 +48,9 @@ from pointseg.points import (
 )
 from pointseg.raster import open_raster, raster_info, read_pixels, read_window, staged_directory
 from pointseg.schema import RGB, ClassSchema
+
+if TYPE_CHECKING:
+    from pointseg.training import PreparedSamples
 
 LABEL_RASTER_SUFFIXES = (".tif", ".png")
 """Point label maps in a points folder: class index on labelled pixels, 255 elsewhere."""
@@ -340,7 +344,7 @@ def place_points(
     return placed, notes
 
 
-def _counts(points: dict[Path, PointLabels], schema: ClassSchema) -> np.ndarray:
+def _counts(points: Mapping[Any, PointLabels], schema: ClassSchema) -> np.ndarray:
     return sum(
         (p.counts_per_class(schema.num_classes) for p in points.values()),
         np.zeros(schema.num_classes, dtype=np.int64),
@@ -351,7 +355,7 @@ def _describe_counts(counts: np.ndarray, schema: ClassSchema) -> str:
     return ", ".join(f"{name} {int(n)}" for name, n in zip(schema.classes, counts, strict=True))
 
 
-def check_class_counts(points: dict[Path, PointLabels], schema: ClassSchema) -> None:
+def check_class_counts(points: Mapping[Any, PointLabels], schema: ClassSchema) -> None:
     """Require at least two classes, each with at least two points.
 
     Raises:
@@ -386,6 +390,54 @@ class ImagePoints:
     def points_for(self, ref: SampleRef, dense_labels: np.ndarray | None) -> PointLabels:
         """The points of ``ref``."""
         return self.points[ref.id]
+
+
+def held_out_samples(
+    points: Mapping[SampleRef, PointLabels], schema: ClassSchema, block_size: int, fraction: float, seed: int
+) -> tuple[PreparedSamples, dict[str, HoldoutSplit]]:
+    """Hold out a share of every image's points in spatial blocks, to train on the rest.
+
+    Used by ``pointseg map`` and by ``pointseg train`` when validation images have no dense mask.
+
+    Args:
+        points: The points of each image.
+        schema: The classes.
+        block_size: Side of the hold-out blocks in pixels (see :mod:`pointseg.point_holdout`).
+        fraction: Share of the points held out, in ``[0, 1)``.
+        seed: Seed of the blocks; each image draws its own from it and its id.
+
+    Returns:
+        Samples validated on the held-out points (``val_point_*``; images without a training
+        point are not trained on, images without a held-out point not validated on; no test
+        images), and each image's split by sample id.
+
+    Raises:
+        PointsegError: if no point at all is held out, with the points per class.
+    """
+    from pointseg.training import PreparedSamples
+
+    splits = {
+        ref.id: split_points_in_blocks(labels, block_size, fraction, seed, ref.id)
+        for ref, labels in points.items()
+    }
+    if not any(len(split.held_out) for split in splits.values()):
+        raise PointsegError(
+            f"nothing left for the held-out check: {len(points)} image(s) with "
+            f"{sum(len(p) for p in points.values())} points (per class: "
+            f"{_describe_counts(_counts(points, schema), schema)}) and a held-out share of {fraction}; "
+            "click more points, or raise the share (--holdout, points.holdout)"
+        )
+    samples = PreparedSamples(
+        schema=schema,
+        splits={
+            "train": [ref for ref in points if len(splits[ref.id].train)],
+            "val": [ref for ref in points if len(splits[ref.id].held_out)],
+            "test": [],
+        },
+        train_points=ImagePoints({key: split.train for key, split in splits.items()}),
+        val_points=ImagePoints({key: split.held_out for key, split in splits.items()}),
+    )
+    return samples, splits
 
 
 def _train_config(settings: MapSettings, root: Path, staging: Path) -> TrainConfig:
@@ -454,9 +506,8 @@ def map_images(
     from pointseg.export import torch_inference_model
     from pointseg.gis_outputs import write_category_side_file, write_class_polygons, write_qgis_style
     from pointseg.metrics import report_from_confusion
-    from pointseg.point_holdout import split_points_in_blocks
     from pointseg.prediction import expand_inputs, predict_files
-    from pointseg.training import RUN_DIR_VARIABLE, PreparedSamples, train, write_json
+    from pointseg.training import RUN_DIR_VARIABLE, train, write_json
 
     say = announce or (lambda text: None)
     started = time.perf_counter()
@@ -470,18 +521,19 @@ def map_images(
     schema = settings.schema or classes_from_points(sorted(set(files.values())), settings.class_field)
     placed, notes = place_points(files, schema, settings)
     check_class_counts(placed, schema)
-    splits = {
-        image: split_points_in_blocks(p, settings.block_size, settings.holdout, settings.seed, image.stem)
-        for image, p in placed.items()
+    refs = {
+        image: SampleRef(id=image.stem, image_path=image, mask_path=None, group=image.stem)
+        for image in placed
     }
+    samples, by_id = held_out_samples(
+        {refs[image]: p for image, p in placed.items()},
+        schema,
+        settings.block_size,
+        settings.holdout,
+        settings.seed,
+    )
+    splits = {image: by_id[ref.id] for image, ref in refs.items()}
     held_total = sum(len(split.held_out) for split in splits.values())
-    if held_total == 0:
-        raise PointsegError(
-            f"nothing left for the held-out check: {len(placed)} image(s) with "
-            f"{sum(len(p) for p in placed.values())} points (per class: "
-            f"{_describe_counts(_counts(placed, schema), schema)}) and --holdout {settings.holdout}; "
-            "click more points, or raise --holdout"
-        )
     train_counts = _counts({i: s.train for i, s in splits.items()}, schema)
     warnings = list(notes)
     untrained = [name for name, n in zip(schema.classes, train_counts, strict=True) if n == 0]
@@ -490,20 +542,6 @@ def map_images(
             f"class(es) {', '.join(untrained)} kept no training point after the hold-out; the model cannot "
             "learn them: click more points of them"
         )
-    refs = {
-        image: SampleRef(id=image.stem, image_path=image, mask_path=None, group=image.stem)
-        for image in placed
-    }
-    samples = PreparedSamples(
-        schema=schema,
-        splits={
-            "train": [refs[i] for i, s in splits.items() if len(s.train)],
-            "val": [refs[i] for i, s in splits.items() if len(s.held_out)],
-            "test": [],
-        },
-        train_points=ImagePoints({i.stem: s.train for i, s in splits.items()}),
-        val_points=ImagePoints({i.stem: s.held_out for i, s in splits.items()}),
-    )
     previous_run_dir = os.environ.pop(RUN_DIR_VARIABLE, None)
     try:
         with staged_directory(out) as staging:

@@ -147,14 +147,19 @@ def import_point_file(
     staging: Path,
     points_crs: str | None = None,
     skip_invalid: bool = False,
+    class_field: str = "class",
 ) -> tuple[PointSummary, ImportReport]:
     """Import points clicked in a GIS onto an image's pixel grid and write their files into ``staging``.
+
+    ``class_field`` names the attribute holding the class name (see :func:`pointseg.points.import_points`).
 
     Raises:
         PointsegError: for unreadable files, and (unless ``skip_invalid``) any point outside the
             image, of an unknown class, or sharing a pixel with another.
     """
-    points, report = import_points(points_path, image_path, schema, points_crs, skip_invalid)
+    points, report = import_points(
+        points_path, image_path, schema, points_crs, skip_invalid, class_field=class_field
+    )
     crs, transform = georeferencing(image_path)
     write_point_files(staging, image_path.stem, points, schema, crs, transform)
     summary = PointSummary(

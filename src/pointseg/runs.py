@@ -63,6 +63,8 @@ def default_run_name(config: TrainConfig) -> str:
         labels = "dense"
     elif config.points.directory is not None:
         labels = "points-" + Path(config.points.directory).name
+    elif config.points.file is not None:
+        labels = "points-" + Path(config.points.file).stem
     else:
         labels = config.points.protocol().slug
     job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
@@ -313,6 +315,7 @@ def run_environment(config: TrainConfig, splits: dict[str, list[SampleRef]]) -> 
         "data_root": str(Path(config.data.root).resolve()),
         "splits": {name: [ref.id for ref in refs] for name, refs in splits.items()},
         "points_directory": str(config.points.directory) if config.points.directory else None,
+        "points_file": str(config.points.file) if config.points.file else None,
     }
 
 

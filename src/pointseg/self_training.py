@@ -201,6 +201,7 @@ def round_config(config: TrainConfig, run_dir: Path, labels: Path, weights: Path
     """The settings of round ``index``: the pseudo-labels as points, warm-started from ``weights``."""
     data = config.model_dump(mode="json", by_alias=True)
     data["points"]["directory"] = str(labels)
+    data["points"]["file"] = None  # the pseudo-labels replace the clicked points
     data["points"]["expansion"]["method"] = "none"  # pseudo-labels are already spread
     data["model"]["weights"] = str(weights)
     data["self_training"]["rounds"] = 0

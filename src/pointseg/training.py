@@ -18,7 +18,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,8 @@ from pointseg.checkpoint import check_resumable
 from pointseg.config import TrainConfig
 from pointseg.datasets import SampleRef, split_samples
 from pointseg.datasets.dataset import SegmentationDataset, collate_samples
-from pointseg.datasets.point_sources import PointsDirectory, PointSource, SimulatedPoints
+from pointseg.datasets.point_sources import PointsDirectory, PointsFile, PointSource, SimulatedPoints
+from pointseg.errors import PointsegError
 from pointseg.inference import ArraySource, LabelSink, SlidingWindowPredictor
 from pointseg.label_expansion import PointExpansion
 from pointseg.losses import PropagationLoss, build_loss, weighted_partial_cross_entropy
@@ -106,13 +107,61 @@ def point_expansion(config: TrainConfig) -> PointExpansion | None:
     return PointExpansion(expansion.method, expansion.weight, expansion.superpixel_size)
 
 
-def point_source(config: TrainConfig) -> PointSource | None:
-    """Where training point labels come from: a points folder, or simulation (None for dense masks)."""
+def point_source(config: TrainConfig, schema: ClassSchema | None = None) -> PointSource | None:
+    """Where training point labels come from: a points folder or file, or simulation (None for dense masks).
+
+    Raises:
+        PointsegError: for ``points.file`` without the ``schema`` its class names refer to.
+    """
     if config.supervision == "dense":
         return None
     if config.points.directory is not None:
         return PointsDirectory(config.points.directory)
+    if config.points.file is not None:
+        if schema is None:
+            raise PointsegError(f"points.file {config.points.file}: the class schema is needed to read it")
+        return PointsFile(config.points.file, schema, config.points.class_field)
     return SimulatedPoints(config.points.protocol())
+
+
+def given_points_samples(config: TrainConfig) -> PreparedSamples | None:
+    """The samples of a config whose points are read (``points.directory`` or ``points.file``).
+
+    Images then need no dense mask. Validation stays on dense masks (``val_miou``) when every
+    validation image has one. Otherwise it is on points (``val_point_*``): all the points of the
+    ``data.val`` images, or, with ``data.val`` empty, a share of every training image's points
+    held out in spatial blocks (``points.holdout``, ``points.block_size``), as ``pointseg map`` does.
+    Every image's points are checked here, before training starts.
+
+    Returns:
+        The samples, or ``None`` for simulated points and dense supervision (which need masks).
+
+    Raises:
+        PointsegError: for bad splits, and images whose points are missing or invalid.
+    """
+    from pointseg.mapping import ImagePoints, check_class_counts, held_out_samples
+
+    if config.supervision == "dense" or not config.points.given:
+        return None
+    schema, splits = split_samples(config.data, require_masks=False)
+    source = point_source(config, schema)
+    assert source is not None
+    dense_val = bool(splits["val"]) and all(ref.mask_path is not None for ref in splits["val"])
+    checked = splits["train"] if dense_val else splits["train"] + splits["val"]
+    if isinstance(source, PointsFile):  # the file's points must each fall in one of the images
+        checked = splits["train"] + splits["val"] + splits["test"]
+    source.check(list({ref.id: ref for ref in checked}.values()))
+    if dense_val:
+        return PreparedSamples(schema, splits, train_points=source)
+    if splits["val"]:
+        held_out = ImagePoints({ref.id: source.points_for(ref, None) for ref in splits["val"]})
+        return PreparedSamples(schema, splits, train_points=source, val_points=held_out)
+    points = {ref: source.points_for(ref, None) for ref in splits["train"]}
+    check_class_counts(points, schema)
+    samples, _ = held_out_samples(
+        points, schema, config.points.block_size, config.points.holdout, config.seed
+    )
+    return replace(samples, splits={**samples.splits, "test": splits["test"]})
 
 
 class SegmentationDataModule(L.LightningDataModule):
@@ -510,6 +559,8 @@ def _fit(
     else:
         run_dir = new_run_dir(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
+    if samples is None:
+        samples = given_points_samples(config)
     schema, splits = split_samples(config.data) if samples is None else (samples.schema, samples.splits)
     monitor = MONITOR if samples is None else samples.monitor
     band_stats = BandStats.estimate(

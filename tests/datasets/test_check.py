@@ -121,3 +121,19 @@ def test_empty_folder_is_a_problem(tmp_path) -> None:
     assert report.class_shares["(ignored)"] == 0.0
     text = render(report)
     assert "1 problem(s):" in text and str(tmp_path) in text
+
+
+def test_images_without_masks_are_information_when_points_are_given(tmp_path) -> None:
+    write_deepglobe(tmp_path, count=3, size=16)
+    for mask in tmp_path.glob("*_mask.png"):
+        mask.unlink()
+    discovery = discover_dataset("deepglobe", tmp_path, require_masks=False)
+    report = check_dataset(discovery, points_given=True)
+    assert (report.num_images, report.num_samples, report.problems) == (3, 3, [])
+    assert report.info == ["3 image(s) without a mask: their labels are the points"]
+    assert "info: 3 image(s) without a mask" in render(report)
+    report = check_dataset(discovery)
+    assert (report.num_images, report.info) == (3, [])
+    assert report.problems == [
+        f"missing mask: {tmp_path / f'{i}_sat.jpg'} has no mask" for i in (100, 101, 102)
+    ]

@@ -6,7 +6,7 @@
 - :mod:`~pointseg.datasets.adapter`: what an adapter provides;
 - :mod:`~pointseg.datasets.samples`: sample refs and what a dataset folder holds;
 - :mod:`~pointseg.datasets.splits`: train/val/test splits;
-- :mod:`~pointseg.datasets.point_sources`: where point labels come from (simulated or a folder);
+- :mod:`~pointseg.datasets.point_sources`: where point labels come from (simulated, a folder or a file);
 - :mod:`~pointseg.datasets.dataset` (imports torch): ``SegmentationDataset`` reads samples by
   window, see it for the sample layout; :mod:`~pointseg.datasets.cache` keeps decoded files.
 

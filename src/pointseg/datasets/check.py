@@ -11,7 +11,7 @@ from rasterio.windows import Window
 from rich.console import Console
 from rich.table import Table
 
-from pointseg.datasets.samples import Discovery, SampleRef
+from pointseg.datasets.samples import Discovery, SampleRef, missing_mask
 from pointseg.errors import PointsegError
 from pointseg.raster import raster_info, read_mask, read_window
 from pointseg.schema import IGNORE_INDEX, ClassSchema
@@ -67,6 +67,7 @@ class CheckReport:
     ignored_pixels: int = 0
     bands: BandSummary = field(default_factory=BandSummary)
     problems: list[str] = field(default_factory=list)
+    info: list[str] = field(default_factory=list)
 
     @property
     def class_shares(self) -> dict[str, float]:
@@ -80,10 +81,15 @@ class CheckReport:
         return shares
 
 
-def check_dataset(discovery: Discovery) -> CheckReport:
+def check_dataset(discovery: Discovery, points_given: bool = False) -> CheckReport:
     """Read every image header and every mask of a dataset, collecting statistics and problems.
 
     Never raises for a bad file: each one becomes a problem line that names the file.
+
+    Args:
+        discovery: The dataset's files, paired without requiring masks.
+        points_given: The images are labelled by points: images without a mask are counted as
+            information, not problems.
     """
     schema = discovery.schema
     report = CheckReport(
@@ -96,6 +102,11 @@ def check_dataset(discovery: Discovery) -> CheckReport:
     )
     if not discovery.refs and not discovery.problems:
         report.problems.append(f"{discovery.root}: no image/mask pairs found")
+    unmasked = sorted({ref.image_path for ref in discovery.refs if ref.mask_path is None})
+    if unmasked and points_given:
+        report.info.append(f"{len(unmasked)} image(s) without a mask: their labels are the points")
+    elif unmasked:
+        report.problems.extend(missing_mask(image) for image in unmasked)
     by_image: dict[Path, list[SampleRef]] = {}
     for ref in discovery.refs:
         by_image.setdefault(ref.image_path, []).append(ref)
@@ -160,6 +171,8 @@ def print_report(report: CheckReport, console: Console) -> None:
     for (name, share), count in zip(report.class_shares.items(), counts, strict=True):
         shares.add_row(name, f"{count:,}", f"{100 * share:.1f}%")
     console.print(shares)
+    for line in report.info:
+        console.print(f"info: {line}", highlight=False, soft_wrap=True)
     if report.problems:
         console.print(f"[bold red]{len(report.problems)} problem(s):[/]")
         for problem in report.problems:

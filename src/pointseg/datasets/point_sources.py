@@ -1,9 +1,9 @@
-"""Where a dataset gets the sparse point labels of a sample: simulated from its mask, or a folder."""
+"""Where a dataset gets the sparse point labels of a sample: simulated from its mask, a folder or a file."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -13,6 +13,7 @@ from pointseg.datasets.samples import SampleRef
 from pointseg.errors import PointsegError
 from pointseg.points import PointLabels, PointProtocol, simulate_points
 from pointseg.raster import raster_info, read_window
+from pointseg.schema import ClassSchema
 
 
 class PointSource(Protocol):
@@ -111,3 +112,57 @@ class PointsDirectory:
             f"{self.directory}: no point labels for sample '{ref.id}' "
             f"(expected {ref.id}.tif or {ref.id}.png) for image {ref.image_path}"
         )
+
+
+@dataclass
+class PointsFile:
+    """Points clicked in a GIS: one ``.geojson``, ``.csv`` or ``.gpkg`` for all images (as ``map`` reads).
+
+    Each image gets the points inside it, placed on its pixel grid by
+    :func:`pointseg.points.import_points`; a point inside none of the images checked together is
+    an error, as are unknown classes, duplicates and conflicts.
+
+    Attributes:
+        path: The points file.
+        schema: The classes the names refer to.
+        class_field: Attribute holding the class name (compared case-insensitively).
+    """
+
+    path: Path
+    schema: ClassSchema
+    class_field: str = "class"
+    placed: dict[str, PointLabels] = field(default_factory=dict, repr=False)
+
+    def check(self, refs: Sequence[SampleRef]) -> None:
+        """Place the points on every sample of ``refs`` not placed yet, before training starts.
+
+        Samples checked together share the file: check all the images it covers at once.
+
+        Raises:
+            PointsegError: naming the file, for a missing file, invalid points, a sample that is
+                a window of an image, or an image without any point.
+        """
+        from pointseg.mapping import MapSettings, place_points
+
+        todo = [ref for ref in refs if ref.id not in self.placed]
+        if not todo:
+            return
+        if not self.path.is_file():
+            raise PointsegError(f"{self.path}: no such points file; expected a .geojson, .csv or .gpkg")
+        windowed = next((ref for ref in todo if ref.window is not None), None)
+        if windowed is not None:
+            raise PointsegError(
+                f"{self.path}: sample '{windowed.id}' is a window of {windowed.image_path}; a points file "
+                "labels whole images (use a dataset format whose samples are whole images)"
+            )
+        placed, _ = place_points(
+            {ref.image_path: self.path for ref in todo},
+            self.schema,
+            MapSettings(class_field=self.class_field),
+        )
+        self.placed.update({ref.id: placed[ref.image_path] for ref in todo})
+
+    def points_for(self, ref: SampleRef, dense_labels: np.ndarray | None) -> PointLabels:
+        """The points of ``ref`` (placed by :meth:`check` if not yet)."""
+        self.check([ref])
+        return self.placed[ref.id]

@@ -106,6 +106,11 @@ def check_mask_size(ref: SampleRef, image_width: int, image_height: int) -> None
         )
 
 
+def missing_mask(image: Path) -> str:
+    """The problem line of an image without a mask."""
+    return f"missing mask: {image} has no mask"
+
+
 def pair_files(
     images: dict[str, Path], masks: dict[str, Path], require_masks: bool = True
 ) -> tuple[list[tuple[str, Path, Path | None]], list[str]]:
@@ -120,7 +125,7 @@ def pair_files(
     for key in sorted(images):
         mask = masks.get(key)
         if mask is None and require_masks:
-            problems.append(f"missing mask: {images[key]} has no mask")
+            problems.append(missing_mask(images[key]))
             continue
         pairs.append((key, images[key], mask))
     problems.extend(f"missing image: {masks[key]} has no image" for key in sorted(set(masks) - set(images)))

@@ -13,15 +13,24 @@ if TYPE_CHECKING:
     from pointseg.config import DataConfig
 
 
-def split_samples(data: DataConfig) -> tuple[ClassSchema, dict[str, list[SampleRef]]]:
+def split_samples(
+    data: DataConfig, require_masks: bool = True
+) -> tuple[ClassSchema, dict[str, list[SampleRef]]]:
     """Pair the dataset's files and split them into ``train``, ``val`` and ``test``.
 
     ``val`` and ``test`` select ids or groups (tiles, source images); ``train`` is everything else
     unless given. A dataset that ships split lists (LandCover.ai's ``train/val/test.txt``) uses
     them when none of the three is given.
 
+    Args:
+        data: The data settings.
+        require_masks: Fail for images without a dense mask, and for an empty ``val``. Without,
+            images may have no mask (their labels are points) and ``val`` may be empty (the
+            caller then validates on points held out of the training images).
+
     Raises:
-        PointsegError: if a pattern matches nothing, splits overlap, or train or val is empty.
+        PointsegError: if a pattern matches nothing, splits overlap, or train (or, with
+            ``require_masks``, val) is empty.
     """
     discovery = discover_dataset(
         data.format,
@@ -30,6 +39,7 @@ def split_samples(data: DataConfig) -> tuple[ClassSchema, dict[str, list[SampleR
         images_dir=data.images_dir,
         masks_dir=data.masks_dir,
         mask_pattern=data.mask_pattern,
+        require_masks=require_masks,
     )
     refs = discovery.require_usable()
     lists = dataset_adapter(data.format).read_split_lists(discovery.root, refs)
@@ -55,6 +65,6 @@ def split_samples(data: DataConfig) -> tuple[ClassSchema, dict[str, list[SampleR
         splits = {"train": train, "val": val, "test": test}
     if not splits["train"]:
         raise PointsegError(f"{data.root}: no training samples left after taking out val and test")
-    if not splits["val"]:
+    if not splits["val"] and require_masks:
         raise PointsegError("data.val is empty: name the ids or groups to validate on (e.g. data.val=[855])")
     return discovery.schema, splits
