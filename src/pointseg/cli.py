@@ -357,7 +357,7 @@ def evaluate_command(
     """Macro mIoU, per-class IoU, accuracy and confusion matrix on whole images' dense masks."""
     from pointseg.checkpoint import load_trained_model
     from pointseg.datasets import discover_dataset, select_refs
-    from pointseg.evaluation import evaluate_model, report_json
+    from pointseg.evaluation import report_json, score_samples, total_report
     from pointseg.runs import write_json
 
     trained = load_trained_model(checkpoint, device)
@@ -366,16 +366,10 @@ def evaluate_command(
     if select:
         refs = select_refs(refs, select, "--select")
     with track_items(console, "evaluating", len(refs)) as advance:
-        report = evaluate_model(
-            trained,
-            refs,
+        report = total_report(
+            score_samples(trained, refs, discovery.schema, tile, overlap, batch_size, device, precision),
             discovery.schema,
-            tile,
-            overlap,
-            batch_size,
-            device,
-            precision,
-            on_image=lambda ref: advance(ref.id),
+            on_sample=lambda sample: advance(sample.ref.id),
         )
     console.print(report.to_table(title=f"{checkpoint} on {len(refs)} image(s) of {data}"))
     if json_out is not None:
@@ -533,7 +527,8 @@ def load_inference_model(
     checkpoint: Path | None, onnx: Path | None, device: Device, precision: Precision
 ) -> InferenceModel:
     """The model behind ``--checkpoint`` (torch) or ``--onnx`` (ONNX Runtime); exactly one must be given."""
-    from pointseg.export import load_onnx_model, torch_inference_model
+    from pointseg.export import load_onnx_model
+    from pointseg.inference import torch_inference_model
 
     if (checkpoint is None) == (onnx is None):
         raise PointsegError("give exactly one of --checkpoint CKPT or --onnx MODEL.onnx")
