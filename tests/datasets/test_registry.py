@@ -5,8 +5,8 @@ from typing import get_args
 import pytest
 
 from fake_data import write_deepglobe
+from pointseg.choices import DatasetFormat as LightDatasetFormat
 from pointseg.datasets import BUILTIN_SCHEMAS, DATASET_FORMATS, DATASETS, DatasetFormat, discover_dataset
-from pointseg.datasets.formats import DatasetFormat as LightDatasetFormat
 from pointseg.errors import PointsegError
 
 
