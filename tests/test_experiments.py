@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,7 @@ from pointseg.experiments import (
     parse_regime,
     parse_regimes,
     plan_density_sweep,
+    read_experiment_section,
     results_markdown,
     summarise,
     write_density_summary,
@@ -192,6 +194,27 @@ def test_plan_rejects_a_bad_experiment_section(fake_deepglobe: Path, tmp_path: P
     config.write_text(f"extends: {CPU_SMALL}\nexperiment:\n  regimes: [{{density: 0.01}}]\n")
     with pytest.raises(PointsegError, match=r"experiment\.regimes"):
         plan_density_sweep(config, tmp_path, overrides=small_overrides(fake_deepglobe))
+
+
+@pytest.mark.parametrize(
+    ("section", "named"),
+    [
+        ([1], "experiment section [1]"),
+        ({"regime": ["dense"]}, "experiment.regime ['dense']"),
+        ({"seeds": [True]}, "experiment.seeds [True]"),
+        ({"seeds": "0"}, "experiment.seeds '0'"),
+    ],
+)
+def test_experiment_section_errors_name_the_field_and_the_value(section: Any, named: str) -> None:
+    with pytest.raises(PointsegError) as error:
+        read_experiment_section({"experiment": section}, Path("sweep.yaml"))
+    assert str(error.value).startswith(f"sweep.yaml: {named}: expected 'experiment: {{regimes:")
+
+
+def test_experiment_section_is_removed_from_the_config_data() -> None:
+    data = {"seed": 1, "experiment": {"regimes": ["dense"], "seeds": [0, 2]}}
+    section = read_experiment_section(data, Path("sweep.yaml"))
+    assert (section.regimes, section.seeds, data) == (["dense"], [0, 2], {"seed": 1})
 
 
 # ------------------------------------------------------------------------------------------ sweep

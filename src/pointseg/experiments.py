@@ -50,6 +50,7 @@ from typing import Any
 
 import torch
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pointseg.baselines import evaluate_pixel_forest
 from pointseg.checkpoint import load_trained_model
@@ -246,8 +247,8 @@ def plan_density_sweep(
     section = read_experiment_section(data, config_path)
     data = apply_overrides(data, list(overrides))
     base = parse_config(data, str(config_path))
-    parsed = parse_regimes(regimes or section.get("regimes") or DEFAULT_REGIMES)
-    seed_list = check_seeds(list(seeds or section.get("seeds") or [base.seed]))
+    parsed = parse_regimes(regimes or section.regimes or DEFAULT_REGIMES)
+    seed_list = check_seeds(list(seeds or section.seeds or [base.seed]))
     schema, splits = split_samples(base.data)
     if not splits["test"]:
         raise PointsegError(
@@ -268,21 +269,32 @@ def plan_density_sweep(
     return SweepPlan(config_path, list(overrides), out, parsed, seed_list, base, schema, splits, runs)
 
 
-def read_experiment_section(data: dict[str, Any], source: Path) -> dict[str, list[Any]]:
-    """Remove the ``experiment`` section from config data and return it (``regimes``, ``seeds``).
+class ExperimentSection(BaseModel):
+    """The ``experiment`` section of a sweep config: regime strings and seeds, both optional."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    regimes: list[str] | None = None
+    seeds: list[int] | None = None
+
+
+def read_experiment_section(data: dict[str, Any], source: Path) -> ExperimentSection:
+    """Remove the ``experiment`` section from config data and return it.
 
     Raises:
-        PointsegError: if it is not a mapping of ``regimes`` (strings) and ``seeds`` (integers).
+        PointsegError: if it is not a mapping of ``regimes`` (strings) and ``seeds`` (integers),
+            naming the field and the value found.
     """
     section = data.pop(EXPERIMENT_KEY, None) or {}
-    expected = "expected 'experiment: {regimes: [density:0.01, dense], seeds: [0, 1, 2]}'"
-    if not isinstance(section, dict) or set(section) - {"regimes", "seeds"}:
-        raise PointsegError(f"{source}: experiment section {section!r}: {expected}")
-    for key, kind in (("regimes", str), ("seeds", int)):
-        values = section.get(key)
-        if values is not None and (not isinstance(values, list) or not all(type(v) is kind for v in values)):
-            raise PointsegError(f"{source}: experiment.{key} {values!r}: {expected}")
-    return section
+    try:
+        return ExperimentSection.model_validate(section)
+    except ValidationError as error:
+        expected = "expected 'experiment: {regimes: [density:0.01, dense], seeds: [0, 1, 2]}'"
+        location = error.errors()[0]["loc"]
+        if not location or not isinstance(section, dict):
+            raise PointsegError(f"{source}: experiment section {section!r}: {expected}") from None
+        key = location[0]
+        raise PointsegError(f"{source}: experiment.{key} {section[key]!r}: {expected}") from None
 
 
 def check_seeds(seeds: list[int]) -> list[int]:
