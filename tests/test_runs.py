@@ -173,6 +173,15 @@ def test_run_report_names_the_best_checkpoint_and_the_next_command(tmp_path: Pat
     assert f"next: {command} --select 103 --select 104" in lines
 
 
+def test_run_report_evaluates_on_the_test_list_a_dataset_ships(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, extra=("data.format=landcoverai", "data.root=/data/lc", "data.test=[]"))
+    best = str(run_dir / "checkpoints" / "best.ckpt")
+    write_json(run_dir / "summary.json", {"best_checkpoint": best})
+    lines = run_report(run_dir, load_config(run_dir / "config.yaml"))
+    command = f"pointseg evaluate --checkpoint {best} --data /data/lc --format landcoverai --split test"
+    assert f"next: {command}" in lines
+
+
 def test_runs_imports_no_training_stack() -> None:
     code = "import sys, pointseg.runs; print(sorted({'lightning', 'pointseg.training'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -30,6 +30,7 @@ import yaml
 
 import pointseg
 from pointseg.config import TrainConfig, apply_overrides, dump_config, load_config, parse_config
+from pointseg.datasets.registry import dataset_adapter
 from pointseg.errors import PointsegError
 from pointseg.raster import atomic_output
 
@@ -365,7 +366,7 @@ def run_report(run_dir: Path, config: TrainConfig) -> list[str]:
         ]
         if data.schema_file is not None:
             command += ["--schema", str(data.schema_file)]
-        if data.format == "landcoverai" and not data.test:
+        if dataset_adapter(data.format).ships_split_lists and not data.test:
             command += ["--split", "test"]
         for selection in data.test:
             command += ["--select", selection]
