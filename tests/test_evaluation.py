@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ from fake_data import write_deepglobe, write_raster
 from pointseg.checkpoint import TrainedModel
 from pointseg.config import parse_config
 from pointseg.datasets import discover_dataset
-from pointseg.evaluation import evaluate_model, score_samples
+from pointseg.evaluation import score_samples, total_report
 from pointseg.normalization import BandStats
 from pointseg.schema import ClassSchema
 
@@ -68,7 +70,7 @@ def test_evaluate_matches_the_hand_worked_miou_with_an_absent_class(tmp_path: Pa
     write_raster(tmp_path / "masks" / "scene.tif", letters_to_labels(TRUTH))
     refs = discover_dataset("folder", tmp_path, SCHEMA).require_usable()
 
-    report = evaluate_model(identity_model(tmp_path), refs, SCHEMA)
+    report = total_report(score_samples(identity_model(tmp_path), refs, SCHEMA), SCHEMA)
 
     assert report.per_class_iou["a"] == pytest.approx(0.6)
     assert report.per_class_iou["b"] == pytest.approx(6 / 7)
@@ -91,7 +93,7 @@ def test_evaluate_scores_only_the_finite_pixels_of_a_float_image(tmp_path: Path)
     refs = discover_dataset("folder", tmp_path, SCHEMA).require_usable()
 
     [sample] = score_samples(identity_model(tmp_path), refs, SCHEMA)
-    report = evaluate_model(identity_model(tmp_path), refs, SCHEMA)
+    report = total_report(score_samples(identity_model(tmp_path), refs, SCHEMA), SCHEMA)
 
     assert sample.prediction[0, 1] == 255
     assert report.confusion_matrix == sample.confusion.tolist()
@@ -105,7 +107,7 @@ def test_evaluate_refuses_data_with_other_classes(tmp_path: Path) -> None:
         name="other", classes=("x", "y"), colors=((0, 0, 0), (1, 1, 1)), mask_encoding="index"
     )
     with pytest.raises(Exception, match="differ from the model"):
-        evaluate_model(identity_model(tmp_path), [], other)
+        total_report(score_samples(identity_model(tmp_path), [], other), other)
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +196,7 @@ def test_score_samples_yields_each_image_with_its_truth_prediction_and_confusion
     assert (first.truth == 255).sum() == 2
     assert first.image().shape == (4, 4, 4)
     assert int(first.confusion.sum()) == 14 and first.report(SCHEMA).miou == pytest.approx(EXPECTED_MIOU)
-    total = evaluate_model(identity_model(tmp_path), refs, SCHEMA)
+    total = total_report(score_samples(identity_model(tmp_path), refs, SCHEMA), SCHEMA)
     assert total.confusion_matrix == (samples[0].confusion + samples[1].confusion).tolist()
 
 
@@ -245,3 +247,10 @@ def test_evaluate_with_a_checkpoint_whose_config_is_invalid_is_one_error_line(
     code, _, err = cli("evaluate", "--checkpoint", bad, "--data", data, "-f", "deepglobe")
     assert code == 1
     assert err.startswith("error: ") and "bogus_key" in err and "Traceback" not in err
+
+
+def test_evaluation_loads_the_figure_module_only_for_figures() -> None:
+    code = "import sys, pointseg.evaluation; print('pointseg.plots' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

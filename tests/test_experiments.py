@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,7 @@ from pointseg.experiments import (
     parse_regime,
     parse_regimes,
     plan_density_sweep,
+    read_experiment_section,
     results_markdown,
     summarise,
     write_density_summary,
@@ -194,6 +196,27 @@ def test_plan_rejects_a_bad_experiment_section(fake_deepglobe: Path, tmp_path: P
         plan_density_sweep(config, tmp_path, overrides=small_overrides(fake_deepglobe))
 
 
+@pytest.mark.parametrize(
+    ("section", "named"),
+    [
+        ([1], "experiment section [1]"),
+        ({"regime": ["dense"]}, "experiment.regime ['dense']"),
+        ({"seeds": [True]}, "experiment.seeds [True]"),
+        ({"seeds": "0"}, "experiment.seeds '0'"),
+    ],
+)
+def test_experiment_section_errors_name_the_field_and_the_value(section: Any, named: str) -> None:
+    with pytest.raises(PointsegError) as error:
+        read_experiment_section({"experiment": section}, Path("sweep.yaml"))
+    assert str(error.value).startswith(f"sweep.yaml: {named}: expected 'experiment: {{regimes:")
+
+
+def test_experiment_section_is_removed_from_the_config_data() -> None:
+    data = {"seed": 1, "experiment": {"regimes": ["dense"], "seeds": [0, 2]}}
+    section = read_experiment_section(data, Path("sweep.yaml"))
+    assert (section.regimes, section.seeds, data) == (["dense"], [0, 2], {"seed": 1})
+
+
 # ------------------------------------------------------------------------------------------ sweep
 
 
@@ -295,7 +318,7 @@ def test_rerun_of_a_finished_sweep_only_rewrites_reports(
     out = copy_sweep(sweep.out, tmp_path)
     (out / "results.md").unlink()
     monkeypatch.setattr(experiments, "train", lambda *a, **k: pytest.fail("trained again"))
-    monkeypatch.setattr(experiments, "evaluate_model", lambda *a, **k: pytest.fail("evaluated again"))
+    monkeypatch.setattr(experiments, "total_report", lambda *a, **k: pytest.fail("evaluated again"))
     rerun(sweep, out)
     assert (out / "results.md").is_file()
 
@@ -358,28 +381,6 @@ def test_run_folder_with_other_settings_is_refused(sweep: CliSweep, tmp_path: Pa
     out = copy_sweep(sweep.out, tmp_path)
     with pytest.raises(PointsegError, match=r"dense-seed0 was trained with other settings \(optim\.lr\)"):
         rerun(sweep, out, ["dense"], "optim.lr=0.1")
-
-
-@pytest.mark.integration
-def test_sweep_leaves_the_run_dir_variable_as_it_found_it(
-    sweep: CliSweep, tmp_path: Path, monkeypatch
-) -> None:
-    out = copy_sweep(sweep.out, tmp_path)
-    summary = out / "runs" / "dense-seed0" / "summary.json"
-    written = summary.read_text()
-    summary.unlink()
-    seen: list[str | None] = []
-
-    def fake_train(config, resume=None, progress=True):  # type: ignore[no-untyped-def]
-        seen.append(os.environ.get(RUN_DIR_VARIABLE))
-        os.environ[RUN_DIR_VARIABLE] = str(summary.parent)  # as train() does
-        summary.write_text(written)
-
-    monkeypatch.setenv(RUN_DIR_VARIABLE, "/somewhere/else")
-    monkeypatch.setattr(experiments, "train", fake_train)
-    rerun(sweep, out, ["dense"])
-    assert seen == [None]
-    assert os.environ[RUN_DIR_VARIABLE] == "/somewhere/else"
 
 
 def test_cli_takes_several_values_after_one_flag_and_rejects_a_bad_regime(

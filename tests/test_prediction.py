@@ -13,8 +13,7 @@ from fake_data import UTM, block_labels, image_for, write_raster, write_untraine
 from pointseg.checkpoint import load_trained_model
 from pointseg.datasets import deepglobe
 from pointseg.errors import PointsegError
-from pointseg.export import torch_inference_model
-from pointseg.inference import InferenceModel
+from pointseg.inference import InferenceModel, torch_inference_model
 from pointseg.normalization import BandStats
 from pointseg.prediction import expand_inputs, predict_files
 from pointseg.schema import IGNORE_INDEX

@@ -173,6 +173,37 @@ def test_run_report_names_the_best_checkpoint_and_the_next_command(tmp_path: Pat
     assert f"next: {command} --select 103 --select 104" in lines
 
 
+def test_run_report_evaluates_on_the_test_list_a_dataset_ships(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, extra=("data.format=landcoverai", "data.root=/data/lc", "data.test=[]"))
+    best = str(run_dir / "checkpoints" / "best.ckpt")
+    write_json(run_dir / "summary.json", {"best_checkpoint": best})
+    lines = run_report(run_dir, load_config(run_dir / "config.yaml"))
+    command = f"pointseg evaluate --checkpoint {best} --data /data/lc --format landcoverai --split test"
+    assert f"next: {command}" in lines
+
+
+def test_separately_started_processes_without_a_job_id_need_a_run_name(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # torchrun without --rdzv-id
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(PointsegError, match=r"WORLD_SIZE=2.*--set run_name=NAME"):
+        new_run_dir(config_for(tmp_path, "run_name=null"))
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(PointsegError, match=r"trainer.num_nodes=2.*--set run_name=NAME"):
+        new_run_dir(config_for(tmp_path, "run_name=null", "trainer.num_nodes=2"))
+    assert new_run_dir(config_for(tmp_path, "trainer.num_nodes=2")) == tmp_path / "run"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "4711")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert new_run_dir(config_for(tmp_path, "run_name=null")).name.startswith("job4711-deepglobe-")
+
+
+def test_a_single_process_without_a_run_name_is_named_by_its_start_time(tmp_path: Path, monkeypatch) -> None:
+    for variable in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "WORLD_SIZE"):
+        monkeypatch.delenv(variable, raising=False)
+    name = new_run_dir(config_for(tmp_path, "run_name=null")).name
+    assert name[:8].isdigit() and name[8] == "-" and "-deepglobe-" in name
+
+
 def test_runs_imports_no_training_stack() -> None:
     code = "import sys, pointseg.runs; print(sorted({'lightning', 'pointseg.training'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -24,6 +24,14 @@ Device = Literal["cpu", "cuda"]
 """Where a model runs."""
 OutputFormat = Literal["geotiff", "png", "both"]
 """What ``pointseg predict`` writes: a Cloud-Optimised GeoTIFF of classes, a colour PNG, or both."""
+DatasetFormat = Literal["deepglobe", "landcoverai", "dubai", "folder"]
+"""Dataset formats: :data:`pointseg.datasets.registry.DATASETS` holds one adapter per name (a test
+checks they agree)."""
+PointStrategy = Literal["density", "per-class", "per-region"]
+"""How simulated point labels are placed (see :mod:`pointseg.points.simulate`)."""
+Norm = Literal["group", "batch", "frozen"]
+"""Normalisation layers of a network: GroupNorm, trained BatchNorm, or pretrained BatchNorm frozen
+(see :func:`pointseg.models.build_model`)."""
 
 TILE_MULTIPLE = 32
 """Tiles are a multiple of this many pixels: the networks downsample by up to 32."""

@@ -15,7 +15,19 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from pointseg.choices import MAX_OVERLAP, TILE_MULTIPLE, Device, OutputFormat, Overlap, Precision, Tile, check
+from pointseg.choices import (
+    MAX_OVERLAP,
+    TILE_MULTIPLE,
+    DatasetFormat,
+    Device,
+    Norm,
+    OutputFormat,
+    Overlap,
+    PointStrategy,
+    Precision,
+    Tile,
+    check,
+)
 from pointseg.errors import PointsegError
 from pointseg.progress import no_progress, track_items
 from pointseg.serving import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, DEFAULT_REQUEST_TIMEOUT_S
@@ -36,7 +48,6 @@ app.add_typer(export_app, name="export")
 console = Console()
 error_console = Console(stderr=True)
 
-FormatOption = Annotated[str, typer.Option("--format", "-f", help="deepglobe | landcoverai | dubai | folder")]
 SchemaOption = Annotated[
     Path | None, typer.Option("--schema", help="Class schema YAML/JSON (required for --format folder).")
 ]
@@ -45,14 +56,23 @@ MasksDirOption = Annotated[str, typer.Option(help="--format folder: subfolder of
 MaskPatternOption = Annotated[str, typer.Option(help="--format folder: mask stem for an image stem.")]
 
 
-def choice_option(kind: Any, flag: str, help: str) -> Any:
-    """A typer option that takes one of the ``Literal`` ``kind``'s values (a bad one is an ``error:``)."""
-    return typer.Option(
-        flag,
-        parser=lambda text: check(kind, text, flag),
-        metavar="[" + "|".join(get_args(kind)) + "]",
-        help=help,
-    )
+def choice_option(kind: Any, *flags: str, help: str, unknown: str | None = None) -> Any:
+    """A typer option that takes one of the ``Literal`` ``kind``'s values (a bad one is an ``error:``).
+
+    Args:
+        kind: The ``Literal`` type of :mod:`pointseg.choices`.
+        flags: The option's names, the long one first (``"--format", "-f"``).
+        help: The help text.
+        unknown: What a value is (``"dataset format"``), for the message
+            ``unknown <what> '<value>'; expected one of ...``; by default the message names the flag.
+    """
+
+    def parse(text: str) -> str:
+        if unknown is not None and text not in get_args(kind):
+            raise PointsegError(f"unknown {unknown} {text!r}; expected one of {', '.join(get_args(kind))}")
+        return check(kind, text, flags[0])
+
+    return typer.Option(*flags, parser=parse, metavar="[" + "|".join(get_args(kind)) + "]", help=help)
 
 
 def range_option(kind: Any, flag: str, help: str) -> Any:
@@ -71,6 +91,10 @@ TileOption = Annotated[
     range_option(
         Tile, "--tile", f"Sliding-window tile, a multiple of {TILE_MULTIPLE} px (default: the model's)."
     ),
+]
+FormatOption = Annotated[
+    DatasetFormat,
+    choice_option(DatasetFormat, "--format", "-f", help="Dataset format.", unknown="dataset format"),
 ]
 OverlapOption = Annotated[
     float | None,
@@ -147,7 +171,10 @@ def points_simulate(
     out: Annotated[
         Path, typer.Option("--out", help="Folder for <id>.png/.tif, <id>.geojson and summary.json.")
     ],
-    strategy: Annotated[str, typer.Option(help="density | per-class | per-region")] = "density",
+    strategy: Annotated[
+        PointStrategy,
+        choice_option(PointStrategy, "--strategy", help="How points are placed.", unknown="strategy"),
+    ] = "density",
     density: Annotated[float, typer.Option(help="density: fraction of valid pixels, e.g. 0.01.")] = 0.01,
     per_class: Annotated[int, typer.Option(help="per-class: points per class present.")] = 10,
     min_area: Annotated[
@@ -313,7 +340,10 @@ def map_command(
         ),
     ] = "imagenet",
     norm: Annotated[
-        str, typer.Option(help="Normalisation: frozen (pretrained BatchNorm kept) | batch | group.")
+        Norm,
+        choice_option(
+            Norm, "--norm", help="Normalisation: frozen (pretrained BatchNorm kept), batch or group."
+        ),
     ] = "frozen",
     holdout: Annotated[
         float, typer.Option(min=0.0, max=0.9, help="Share of the points held out for the check.")
@@ -378,7 +408,7 @@ def evaluate_command(
     """Macro mIoU, per-class IoU, accuracy and confusion matrix on whole images' dense masks."""
     from pointseg.checkpoint import load_trained_model
     from pointseg.datasets import discover_dataset, select_refs
-    from pointseg.evaluation import evaluate_model, report_json
+    from pointseg.evaluation import report_json, score_samples, total_report
     from pointseg.runs import write_json
 
     trained = load_trained_model(checkpoint, device)
@@ -387,16 +417,10 @@ def evaluate_command(
     if select:
         refs = select_refs(refs, select, "--select")
     with track_items(console, "evaluating", len(refs)) as advance:
-        report = evaluate_model(
-            trained,
-            refs,
+        report = total_report(
+            score_samples(trained, refs, discovery.schema, tile, overlap, batch_size, device, precision),
             discovery.schema,
-            tile,
-            overlap,
-            batch_size,
-            device,
-            precision,
-            on_image=lambda ref: advance(ref.id),
+            on_sample=lambda sample: advance(sample.ref.id),
         )
     console.print(report.to_table(title=f"{checkpoint} on {len(refs)} image(s) of {data}"))
     if json_out is not None:
@@ -554,7 +578,8 @@ def load_inference_model(
     checkpoint: Path | None, onnx: Path | None, device: Device, precision: Precision
 ) -> InferenceModel:
     """The model behind ``--checkpoint`` (torch) or ``--onnx`` (ONNX Runtime); exactly one must be given."""
-    from pointseg.export import load_onnx_model, torch_inference_model
+    from pointseg.export import load_onnx_model
+    from pointseg.inference import torch_inference_model
 
     if (checkpoint is None) == (onnx is None):
         raise PointsegError("give exactly one of --checkpoint CKPT or --onnx MODEL.onnx")

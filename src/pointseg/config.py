@@ -15,8 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pointseg.choices import Overlap, Tile
-from pointseg.datasets.formats import DatasetFormat
+from pointseg.choices import DatasetFormat, Norm, Overlap, Tile
 from pointseg.errors import PointsegError
 from pointseg.points import ProtocolSettings
 
@@ -99,7 +98,7 @@ class ModelConfig(Section):
 
     arch: Literal["deeplabv3plus", "deeplabv3"] = "deeplabv3plus"
     encoder: str = "resnet50"
-    norm: Literal["group", "batch", "frozen"] = "group"
+    norm: Norm = "group"
     weights: str | None = Field(
         None, description="None, a local weights file, or a hub name such as 'imagenet'"
     )

@@ -3,7 +3,7 @@
 :func:`score_samples` is the one place where a model meets the ground truth: it predicts each
 sample whole with the same sliding window as ``pointseg predict`` (never only random crops),
 reads its dense mask and counts the sample's confusion matrix. ``pointseg evaluate``
-(:func:`evaluate_model`), ``pointseg plot prediction`` (:func:`plot_model_predictions`) and the
+(:func:`total_report`), ``pointseg plot prediction`` (:func:`plot_model_predictions`) and the
 density sweeps all go through it. One confusion matrix is accumulated over the whole set, ignored
 pixels left out. The mIoU is the mean over classes of per-class IoU; classes absent from both the
 ground truth and the predictions are reported as absent and left out of the mean.
@@ -11,7 +11,7 @@ ground truth and the predictions are reported as absent and left out of the mean
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,6 @@ from pointseg.datasets import SampleRef
 from pointseg.errors import PointsegError
 from pointseg.inference import LabelSink, SlidingWindowPredictor, open_source, torch_forward
 from pointseg.metrics import SegmentationMetrics, SegmentationReport, report_from_confusion
-from pointseg.plots import plot_prediction
 from pointseg.raster import read_mask, read_window
 from pointseg.schema import ClassSchema
 
@@ -147,38 +146,26 @@ def score_samples(
         yield ScoredSample(ref, truth, labels, metrics.compute())
 
 
-def evaluate_model(
-    trained: TrainedModel,
-    refs: Sequence[SampleRef],
+def total_report(
+    samples: Iterable[ScoredSample],
     schema: ClassSchema,
-    tile: int | None = None,
-    overlap: float | None = None,
-    batch_size: int = 4,
-    device: str = "cpu",
-    precision: Precision = "fp32",
-    on_image: Callable[[SampleRef], None] | None = None,
+    on_sample: Callable[[ScoredSample], None] | None = None,
 ) -> SegmentationReport:
-    """Predict every sample whole and score the set against the dense masks: one confusion matrix.
+    """Score a set as one confusion matrix: the sum of its samples' (from :func:`score_samples`).
 
     Args:
-        trained: The model.
-        refs: Samples with dense masks.
-        schema: The dataset's class schema; its classes must be the model's.
-        tile: Sliding-window tile (default: the training config's ``eval.tile``).
-        overlap: Sliding-window overlap (default: the training config's ``eval.overlap``).
-        batch_size: Tiles per forward pass.
-        device: ``cpu`` or ``cuda``.
-        precision: ``fp32`` or ``bf16`` autocast.
-        on_image: Called after each sample (progress).
+        samples: Scored samples, usually ``score_samples(trained, refs, schema, ...)``.
+        schema: The dataset's class schema.
+        on_sample: Called after each sample (progress).
 
     Raises:
-        PointsegError: if the classes differ, a sample has no mask, or a file is bad.
+        PointsegError: whatever ``samples`` raises while they are predicted.
     """
     confusion = torch.zeros(schema.num_classes, schema.num_classes, dtype=torch.int64)
-    for sample in score_samples(trained, refs, schema, tile, overlap, batch_size, device, precision):
+    for sample in samples:
         confusion += sample.confusion
-        if on_image is not None:
-            on_image(sample.ref)
+        if on_sample is not None:
+            on_sample(sample)
     return report_from_confusion(confusion, schema.classes)
 
 
@@ -217,6 +204,8 @@ def plot_model_predictions(
     out = Path(out)
     if out.suffix.lower() == ".png" and len(refs) != 1:
         raise PointsegError(f"--out {out}: {len(refs)} images selected; give a folder for one <id>.png each")
+    from pointseg.plots import plot_prediction  # matplotlib only for figures, not for ``evaluate``
+
     written = []
     for sample in score_samples(trained, refs, schema, tile, overlap, batch_size, device, precision):
         report = sample.report(schema)

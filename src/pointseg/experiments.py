@@ -34,7 +34,6 @@ the end of every sweep.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
@@ -43,7 +42,7 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +50,7 @@ from typing import Any
 
 import torch
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pointseg.baselines import evaluate_pixel_forest
 from pointseg.checkpoint import load_trained_model
@@ -64,13 +64,13 @@ from pointseg.config import (
 )
 from pointseg.datasets import SampleRef, split_samples
 from pointseg.errors import PointsegError
-from pointseg.evaluation import evaluate_model, report_json, score_samples
+from pointseg.evaluation import report_json, score_samples, total_report
 from pointseg.metrics import SegmentationReport
 from pointseg.plots import plot_density_curve, plot_qualitative
 from pointseg.points import SPEC_FORMS, STRATEGY_PARAMETERS, PointProtocol
 from pointseg.progress import Track, no_progress
 from pointseg.raster import atomic_output, read_mask
-from pointseg.runs import RUN_DIR_VARIABLE, best_checkpoint, write_json
+from pointseg.runs import best_checkpoint, write_json
 from pointseg.schema import IGNORE_INDEX, ClassSchema
 from pointseg.self_training import finished_rounds, self_train
 from pointseg.training import point_source, train
@@ -247,8 +247,8 @@ def plan_density_sweep(
     section = read_experiment_section(data, config_path)
     data = apply_overrides(data, list(overrides))
     base = parse_config(data, str(config_path))
-    parsed = parse_regimes(regimes or section.get("regimes") or DEFAULT_REGIMES)
-    seed_list = check_seeds(list(seeds or section.get("seeds") or [base.seed]))
+    parsed = parse_regimes(regimes or section.regimes or DEFAULT_REGIMES)
+    seed_list = check_seeds(list(seeds or section.seeds or [base.seed]))
     schema, splits = split_samples(base.data)
     if not splits["test"]:
         raise PointsegError(
@@ -269,21 +269,32 @@ def plan_density_sweep(
     return SweepPlan(config_path, list(overrides), out, parsed, seed_list, base, schema, splits, runs)
 
 
-def read_experiment_section(data: dict[str, Any], source: Path) -> dict[str, list[Any]]:
-    """Remove the ``experiment`` section from config data and return it (``regimes``, ``seeds``).
+class ExperimentSection(BaseModel):
+    """The ``experiment`` section of a sweep config: regime strings and seeds, both optional."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    regimes: list[str] | None = None
+    seeds: list[int] | None = None
+
+
+def read_experiment_section(data: dict[str, Any], source: Path) -> ExperimentSection:
+    """Remove the ``experiment`` section from config data and return it.
 
     Raises:
-        PointsegError: if it is not a mapping of ``regimes`` (strings) and ``seeds`` (integers).
+        PointsegError: if it is not a mapping of ``regimes`` (strings) and ``seeds`` (integers),
+            naming the field and the value found.
     """
     section = data.pop(EXPERIMENT_KEY, None) or {}
-    expected = "expected 'experiment: {regimes: [density:0.01, dense], seeds: [0, 1, 2]}'"
-    if not isinstance(section, dict) or set(section) - {"regimes", "seeds"}:
-        raise PointsegError(f"{source}: experiment section {section!r}: {expected}")
-    for key, kind in (("regimes", str), ("seeds", int)):
-        values = section.get(key)
-        if values is not None and (not isinstance(values, list) or not all(type(v) is kind for v in values)):
-            raise PointsegError(f"{source}: experiment.{key} {values!r}: {expected}")
-    return section
+    try:
+        return ExperimentSection.model_validate(section)
+    except ValidationError as error:
+        expected = "expected 'experiment: {regimes: [density:0.01, dense], seeds: [0, 1, 2]}'"
+        location = error.errors()[0]["loc"]
+        if not location or not isinstance(section, dict):
+            raise PointsegError(f"{source}: experiment section {section!r}: {expected}") from None
+        key = location[0]
+        raise PointsegError(f"{source}: experiment.{key} {section[key]!r}: {expected}") from None
 
 
 def check_seeds(seeds: list[int]) -> list[int]:
@@ -390,33 +401,15 @@ def complete_run(
                 f"{run_dir}: training stopped before writing checkpoints/last.ckpt, so it cannot resume; "
                 "delete that run folder and run the sweep again"
             )
-        with own_run_dir_variable():
-            train(run.config, resume=run_dir if last.is_file() else None, progress=progress)
+        train(run.config, resume=run_dir if last.is_file() else None, progress=progress)
     if run.config.self_training.rounds:
-        with own_run_dir_variable():
-            self_train(run.config, run_dir, progress, device)
+        self_train(run.config, run_dir, progress, device)
     if not (run_dir / "test_evaluation.json").is_file():
         started = time.perf_counter()
         evaluation = evaluate_on_test(final_model_dir(run_dir), plan, device, track)
         write_json(run_dir / "experiment.json", {**labels, "eval_seconds": time.perf_counter() - started})
         write_json(run_dir / "test_evaluation.json", evaluation)
     return read_run_result(run)
-
-
-@contextlib.contextmanager
-def own_run_dir_variable() -> Iterator[None]:
-    """Unset ``POINTSEG_RUN_DIR`` for one ``train()`` call, then restore it.
-
-    ``train()`` sets it (for the processes DDP launches) and would otherwise put the next run of
-    the sweep into the previous run's folder.
-    """
-    previous = os.environ.pop(RUN_DIR_VARIABLE, None)
-    try:
-        yield
-    finally:
-        os.environ.pop(RUN_DIR_VARIABLE, None)
-        if previous is not None:
-            os.environ[RUN_DIR_VARIABLE] = previous
 
 
 def check_same_settings(run: SweepRun) -> None:
@@ -506,13 +499,12 @@ def evaluate_on_test(
     trained = load_trained_model(checkpoint, device)
     refs = plan.splits["test"]
     with track("evaluating on test", len(refs)) as advance:
-        report = evaluate_model(
-            trained,
-            refs,
+        report = total_report(
+            score_samples(
+                trained, refs, plan.schema, batch_size=trained.config.eval.batch_size, device=device
+            ),
             plan.schema,
-            batch_size=trained.config.eval.batch_size,
-            device=device,
-            on_image=lambda ref: advance(ref.id),
+            on_sample=lambda sample: advance(sample.ref.id),
         )
     require_scored_pixels(report, refs)
     return report_json(report, refs, checkpoint)

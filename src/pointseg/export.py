@@ -17,28 +17,13 @@ import numpy as np
 import torch
 
 from pointseg.checkpoint import TrainedModel
-from pointseg.choices import Precision
 from pointseg.errors import PointsegError
-from pointseg.inference import InferenceModel, torch_forward
+from pointseg.inference import InferenceModel
 from pointseg.normalization import BandStats
 from pointseg.raster import atomic_output
 from pointseg.schema import ClassSchema
 
 METADATA_KEY = "pointseg"
-
-
-def torch_inference_model(
-    trained: TrainedModel, device: str = "cpu", precision: Precision = "fp32"
-) -> InferenceModel:
-    """Wrap a checkpoint's network in the fast torch inference path."""
-    return InferenceModel(
-        forward=torch_forward(trained.model, device, precision),
-        schema=trained.schema,
-        band_stats=trained.band_stats,
-        tile=trained.config.eval.tile,
-        overlap=trained.config.eval.overlap,
-        metadata=trained.metadata(),
-    )
 
 
 def export_onnx(trained: TrainedModel, out: str | Path, sample_size: int = 256) -> Path:

@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import rasterio
@@ -38,6 +38,9 @@ from pointseg.errors import PointsegError
 from pointseg.normalization import BandStats
 from pointseg.raster import open_raster, read_pixels
 from pointseg.schema import IGNORE_INDEX, ClassSchema
+
+if TYPE_CHECKING:
+    from pointseg.checkpoint import TrainedModel
 
 WHOLE_READ_DRIVERS = ("JPEG", "PNG")  # stream-compressed formats: read once, not window by window
 
@@ -183,6 +186,20 @@ def torch_forward(
 
 ValidMask = Callable[[int, int, int, int], np.ndarray | None]
 """``(row, col, height, width) -> (height, width)`` bool, True where a pixel has data (None: all do)."""
+
+
+def torch_inference_model(
+    trained: TrainedModel, device: str = "cpu", precision: Precision = "fp32"
+) -> InferenceModel:
+    """Wrap a checkpoint's network in the fast torch inference path."""
+    return InferenceModel(
+        forward=torch_forward(trained.model, device, precision),
+        schema=trained.schema,
+        band_stats=trained.band_stats,
+        tile=trained.config.eval.tile,
+        overlap=trained.config.eval.overlap,
+        metadata=trained.metadata(),
+    )
 
 
 class LabelSink:

@@ -24,7 +24,6 @@ succeeded, so a failed run leaves nothing behind.
 from __future__ import annotations
 
 import colorsys
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -503,11 +502,12 @@ def map_images(
         PointsegError: for any bad input, before training starts whenever it can be known then.
     """
     from pointseg.checkpoint import load_trained_model
-    from pointseg.export import torch_inference_model
     from pointseg.gis_outputs import write_category_side_file, write_class_polygons, write_qgis_style
+    from pointseg.inference import torch_inference_model
     from pointseg.metrics import report_from_confusion
     from pointseg.prediction import expand_inputs, predict_files
-    from pointseg.training import RUN_DIR_VARIABLE, train, write_json
+    from pointseg.runs import write_json
+    from pointseg.training import train
 
     say = announce or (lambda text: None)
     started = time.perf_counter()
@@ -542,67 +542,61 @@ def map_images(
             f"class(es) {', '.join(untrained)} kept no training point after the hold-out; the model cannot "
             "learn them: click more points of them"
         )
-    previous_run_dir = os.environ.pop(RUN_DIR_VARIABLE, None)
-    try:
-        with staged_directory(out) as staging:
-            say(
-                f"training on {int(train_counts.sum())} points of {len(placed)} image(s), "
-                f"{held_total} held out, for {settings.epochs} epochs on {settings.device}"
-            )
-            train_started = time.perf_counter()
-            run_dir = train(
-                _train_config(settings, next(iter(placed)).parent, staging),
-                progress=progress,
-                samples=samples,
-            )
-            train_seconds = time.perf_counter() - train_started
-            checkpoint = run_dir / "checkpoints" / "last.ckpt"
-            # best.ckpt was chosen on the held-out points: the map must not use it, so it is not kept
-            (run_dir / "checkpoints" / "best.ckpt").unlink(missing_ok=True)
-            say(f"mapping {len(placed)} image(s)")
-            model = torch_inference_model(
-                load_trained_model(checkpoint, settings.device), settings.device, "fp32"
-            )
-            results = predict_files(model, list(placed), staging, device=settings.device)
-            confusion = np.zeros((schema.num_classes, schema.num_classes), dtype=np.int64)
-            maps = []
-            for result in results:
-                class_map = result.outputs[0]
-                write_category_side_file(class_map, schema)
-                maps += [class_map.name, write_qgis_style(class_map.with_suffix(".qml"), schema).name]
-                if settings.polygons:
-                    gpkg = class_map.with_suffix(".gpkg")
-                    write_class_polygons(class_map, gpkg, schema, settings.min_area)
-                    maps.append(gpkg.name)
-                score_at_points(class_map, splits[result.input].held_out, confusion)
-            scored = report_from_confusion(torch.from_numpy(confusion), list(schema.classes))
-            report = MapReport(
-                out=out,
-                classes=list(schema.classes),
-                points={
-                    name: {
-                        key: int(_counts({i: getattr(s, key) for i, s in splits.items()}, schema)[label])
-                        for key in ("train", "held_out", "buffer")
-                    }
-                    for label, name in enumerate(schema.classes)
-                },
-                held_out={
-                    "points": held_total,
-                    "block_size_px": settings.block_size,
-                    "fraction": settings.holdout,
-                    "scored_on": "the delivered maps (last epoch; held-out points never chose the model)",
-                    "val_point_accuracy": scored.to_dict()["accuracy"],
-                    "val_point_miou": scored.to_dict()["miou"],
-                    "val_point_iou": scored.per_class_iou,
-                },
-                maps=maps,
-                checkpoint=str(checkpoint.relative_to(staging)),
-                seconds={"train": round(train_seconds, 1), "total": round(time.perf_counter() - started, 1)},
-                warnings=warnings,
-            )
-            write_json(staging / "report.json", report.to_dict())
-    finally:
-        os.environ.pop(RUN_DIR_VARIABLE, None)
-        if previous_run_dir is not None:
-            os.environ[RUN_DIR_VARIABLE] = previous_run_dir
+    with staged_directory(out) as staging:
+        say(
+            f"training on {int(train_counts.sum())} points of {len(placed)} image(s), "
+            f"{held_total} held out, for {settings.epochs} epochs on {settings.device}"
+        )
+        train_started = time.perf_counter()
+        run_dir = train(
+            _train_config(settings, next(iter(placed)).parent, staging),
+            progress=progress,
+            samples=samples,
+        )
+        train_seconds = time.perf_counter() - train_started
+        checkpoint = run_dir / "checkpoints" / "last.ckpt"
+        # best.ckpt was chosen on the held-out points: the map must not use it, so it is not kept
+        (run_dir / "checkpoints" / "best.ckpt").unlink(missing_ok=True)
+        say(f"mapping {len(placed)} image(s)")
+        model = torch_inference_model(
+            load_trained_model(checkpoint, settings.device), settings.device, "fp32"
+        )
+        results = predict_files(model, list(placed), staging, device=settings.device)
+        confusion = np.zeros((schema.num_classes, schema.num_classes), dtype=np.int64)
+        maps = []
+        for result in results:
+            class_map = result.outputs[0]
+            write_category_side_file(class_map, schema)
+            maps += [class_map.name, write_qgis_style(class_map.with_suffix(".qml"), schema).name]
+            if settings.polygons:
+                gpkg = class_map.with_suffix(".gpkg")
+                write_class_polygons(class_map, gpkg, schema, settings.min_area)
+                maps.append(gpkg.name)
+            score_at_points(class_map, splits[result.input].held_out, confusion)
+        scored = report_from_confusion(torch.from_numpy(confusion), list(schema.classes))
+        report = MapReport(
+            out=out,
+            classes=list(schema.classes),
+            points={
+                name: {
+                    key: int(_counts({i: getattr(s, key) for i, s in splits.items()}, schema)[label])
+                    for key in ("train", "held_out", "buffer")
+                }
+                for label, name in enumerate(schema.classes)
+            },
+            held_out={
+                "points": held_total,
+                "block_size_px": settings.block_size,
+                "fraction": settings.holdout,
+                "scored_on": "the delivered maps (last epoch; held-out points never chose the model)",
+                "val_point_accuracy": scored.to_dict()["accuracy"],
+                "val_point_miou": scored.to_dict()["miou"],
+                "val_point_iou": scored.per_class_iou,
+            },
+            maps=maps,
+            checkpoint=str(checkpoint.relative_to(staging)),
+            seconds={"train": round(train_seconds, 1), "total": round(time.perf_counter() - started, 1)},
+            warnings=warnings,
+        )
+        write_json(staging / "report.json", report.to_dict())
     return report

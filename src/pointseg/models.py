@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import urlsplit
 
 import pointseg.torchvision_compat  # noqa: F401  # isort: skip  (shim first: torchvision)
@@ -41,6 +41,7 @@ from timm.layers import BatchNormAct2d, GroupNormAct, freeze_batch_norm_2d
 from timm.models import get_pretrained_cfg, is_model, is_model_pretrained
 from torch import Tensor, nn
 
+from pointseg.choices import Norm
 from pointseg.errors import PointsegError
 from pointseg.pretrained import offline_weights
 
@@ -52,7 +53,7 @@ ARCHITECTURES: dict[str, type[smp.base.SegmentationModel]] = {
 }
 """Architecture names accepted by :func:`build_model`."""
 
-NORMS = ("group", "batch", "frozen")
+NORMS: tuple[str, ...] = get_args(Norm)
 """Normalisation layers accepted by :func:`build_model`."""
 
 GROUP_COUNTS = (32, 16, 8, 4, 2, 1)

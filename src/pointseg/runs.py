@@ -30,6 +30,7 @@ import yaml
 
 import pointseg
 from pointseg.config import TrainConfig, apply_overrides, dump_config, load_config, parse_config
+from pointseg.datasets.registry import dataset_adapter
 from pointseg.errors import PointsegError
 from pointseg.raster import atomic_output
 
@@ -57,7 +58,13 @@ def default_run_name(config: TrainConfig) -> str:
     """``<time or job id>-<format>-<labels>``, e.g. ``20261121-101500-deepglobe-density-0.01``.
 
     Under SLURM or torchrun every process starts on its own, so the job's id replaces the time:
-    every rank then names the same folder.
+    every rank then names the same folder. (Processes that Lightning launches itself are told
+    their parent's folder in :data:`RUN_DIR_VARIABLE` and never get here.)
+
+    Raises:
+        PointsegError: for processes started separately (``WORLD_SIZE`` above 1, or
+            ``trainer.num_nodes`` above 1) without a job id: each would name its own folder by the
+            time it started, so the run needs a ``run_name``.
     """
     if config.supervision == "dense":
         labels = "dense"
@@ -68,8 +75,17 @@ def default_run_name(config: TrainConfig) -> str:
     else:
         labels = config.points.protocol().slug
     job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
-    stamp = f"job{job}" if job and job != "none" else f"{datetime.now():%Y%m%d-%H%M%S}"
-    return f"{stamp}-{config.data.format}-{labels}"
+    if job and job != "none":
+        return f"job{job}-{config.data.format}-{labels}"
+    world_size = os.environ.get("WORLD_SIZE", "1")
+    if config.trainer.num_nodes > 1 or (world_size.isdigit() and int(world_size) > 1):
+        raise PointsegError(
+            f"run_name is not set and the processes of this run were started separately "
+            f"(WORLD_SIZE={world_size}, trainer.num_nodes={config.trainer.num_nodes}) without a SLURM "
+            "or torchrun job id, so each would name its own run folder by its start time; "
+            "set one name for all of them: --set run_name=NAME"
+        )
+    return f"{datetime.now():%Y%m%d-%H%M%S}-{config.data.format}-{labels}"
 
 
 def checkpoints_of(run_dir: Path) -> list[Path]:
@@ -368,7 +384,7 @@ def run_report(run_dir: Path, config: TrainConfig) -> list[str]:
         ]
         if data.schema_file is not None:
             command += ["--schema", str(data.schema_file)]
-        if data.format == "landcoverai" and not data.test:
+        if dataset_adapter(data.format).ships_split_lists and not data.test:
             command += ["--split", "test"]
         for selection in data.test:
             command += ["--select", selection]

@@ -5,8 +5,8 @@ from typing import get_args
 import pytest
 
 from fake_data import write_deepglobe
+from pointseg.choices import DatasetFormat as LightDatasetFormat
 from pointseg.datasets import BUILTIN_SCHEMAS, DATASET_FORMATS, DATASETS, DatasetFormat, discover_dataset
-from pointseg.datasets.formats import DatasetFormat as LightDatasetFormat
 from pointseg.errors import PointsegError
 
 
@@ -35,3 +35,7 @@ def test_format_names_and_discovery_import_no_torch() -> None:
     if torch_before == "True":
         pytest.skip("the pointseg package itself imports torch (issue 12: the torchvision shim)")
     assert torch_after == "False"
+
+
+def test_only_landcoverai_ships_split_lists() -> None:
+    assert {name for name, adapter in DATASETS.items() if adapter.ships_split_lists} == {"landcoverai"}

@@ -1,8 +1,8 @@
 """Datasets: one adapter module per dataset family, a registry of them, and what they share.
 
 - :mod:`~pointseg.datasets.registry`: the formats (:data:`DATASETS`), :func:`discover_dataset`
-  pairs a folder's files for any of them; :mod:`~pointseg.datasets.formats` names them without
-  importing anything heavy;
+  pairs a folder's files for any of them; their names are
+  :data:`pointseg.choices.DatasetFormat` (no heavy import, for option parsers and configs);
 - :mod:`~pointseg.datasets.adapter`: what an adapter provides;
 - :mod:`~pointseg.datasets.samples`: sample refs and what a dataset folder holds;
 - :mod:`~pointseg.datasets.splits`: train/val/test splits;
@@ -14,8 +14,8 @@ Band statistics are in :mod:`pointseg.normalization`. Importing this package imp
 nor the point-label readers.
 """
 
+from pointseg.choices import DatasetFormat
 from pointseg.datasets.adapter import DatasetAdapter, DiscoveryOptions
-from pointseg.datasets.formats import DatasetFormat
 from pointseg.datasets.registry import (
     BUILTIN_SCHEMAS,
     DATASET_FORMATS,

@@ -49,6 +49,11 @@ class DatasetAdapter:
     schema: ClassSchema | None = None
     split_lists: SplitLists | None = None
 
+    @property
+    def ships_split_lists(self) -> bool:
+        """Whether the dataset ships train/val/test lists (so ``--split test`` selects its test set)."""
+        return self.split_lists is not None
+
     def read_split_lists(self, root: Path, refs: list[SampleRef]) -> dict[str, set[str]]:
         """The dataset's own split lists over ``refs`` (empty for a format without lists)."""
         if self.split_lists is None:

@@ -2,7 +2,7 @@
 
 Adding a format is one adapter module (a ``discover`` function, its built-in schema if it has
 one, and an ``ADAPTER``) plus one line in :data:`DATASETS` (and its name in
-:data:`~pointseg.datasets.formats.DatasetFormat`).
+:data:`~pointseg.choices.DatasetFormat`).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import get_args
 
+from pointseg.choices import DatasetFormat
 from pointseg.datasets import deepglobe, dubai, folder, landcoverai
 from pointseg.datasets.adapter import DatasetAdapter, DiscoveryOptions
-from pointseg.datasets.formats import DatasetFormat
 from pointseg.datasets.samples import Discovery
 from pointseg.errors import PointsegError
 from pointseg.schema import ClassSchema

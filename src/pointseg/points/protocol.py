@@ -7,20 +7,19 @@ their ranges, checked here and nowhere else; the training config's ``points`` se
 :class:`PointProtocol` is a validated protocol with the names that tables, file names and
 reports use, and :meth:`PointProtocol.from_spec` reads the ``strategy:value`` form of sweeps.
 
-Adding a protocol: a strategy name in :data:`PointStrategy`, its parameter in
+Adding a protocol: a strategy name in :data:`pointseg.choices.PointStrategy`, its parameter in
 :data:`STRATEGY_PARAMETERS` (and a field with its range if new), its names in the three
 properties below, and its sampler in :mod:`pointseg.points.simulate`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pointseg.choices import PointStrategy
 from pointseg.errors import PointsegError
-
-PointStrategy = Literal["density", "per-class", "per-region"]
 
 STRATEGY_PARAMETERS: dict[str, str] = {
     "density": "density",
