@@ -433,16 +433,14 @@ def test_prediction_runs_off_the_event_loop_and_a_full_queue_is_503(
     with ThreadPoolExecutor(2) as pool, httpx.Client(base_url=url, timeout=30) as client:
         first = pool.submit(post, client, "scene.tif", images["scene.tif"])
         assert control.entered.wait(10)
-        started = time.perf_counter()
         assert client.get("/health").status_code == 200
-        assert time.perf_counter() - started < 1.0  # answered while the prediction is blocked
+        assert not first.done()  # answered while the prediction is blocked
         second = pool.submit(post, client, "scene.tif", images["scene.tif"])  # waits its turn
         deadline = time.monotonic() + 10
         while app.state.queue.active < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
-        started = time.perf_counter()
         refused = post(client, "scene.tif", images["scene.tif"])
-        assert time.perf_counter() - started < 1.0
+        assert not first.done() and not second.done()  # refused at once, not after the queue drained
         assert_error(refused, 503, "busy", "--max-queue")
         assert int(refused.headers["retry-after"]) >= 1
         control.release.set()
