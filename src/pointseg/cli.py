@@ -708,6 +708,42 @@ def experiment_density_command(
     console.print(f"results: {out}", soft_wrap=True)
 
 
+@experiment_app.command("ablation", cls=ListOptionsCommand)
+def experiment_ablation_command(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="YAML config with an 'experiment: ablation:' section.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for one sweep folder per step and ablation.md.")],
+    seeds: Annotated[list[int] | None, typer.Option("--seeds", help="Repeat each step per seed.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a setting of every step: key=value.")
+    ] = None,
+    device: Annotated[
+        Device | None, choice_option(Device, "--device", help="Where to evaluate (default: as trained).")
+    ] = None,
+    progress: Annotated[
+        bool, typer.Option(help="Show progress: of training, and of the test evaluation of each run.")
+    ] = True,
+) -> None:
+    """Test mIoU of one label regime as settings are added step by step, beside the forest; resumable."""
+    from rich.markdown import Markdown
+
+    from pointseg.ablation import ablation
+
+    ablation(
+        config,
+        out,
+        seeds,
+        set_ or [],
+        progress=progress,
+        device=device,
+        announce=console.rule,
+        track=partial(track_items, console) if progress else no_progress,
+    )
+    console.print(Markdown((out / "ablation.md").read_text()))
+    console.print(f"results: {out}", soft_wrap=True)
+
+
 def main() -> None:
     """Entry point of the ``pointseg`` console script."""
     try:

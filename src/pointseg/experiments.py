@@ -50,7 +50,7 @@ from typing import Any
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pointseg.baselines import evaluate_pixel_forest
 from pointseg.checkpoint import load_trained_model
@@ -269,13 +269,32 @@ def plan_density_sweep(
     return SweepPlan(config_path, list(overrides), out, parsed, seed_list, base, schema, splits, runs)
 
 
+class AblationStep(BaseModel):
+    """One row of an ablation: a name and the settings it adds to the rows above it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+    settings: list[str] = Field(default_factory=list, alias="set")
+
+
+class AblationSection(BaseModel):
+    """The ablation of a sweep config: one label regime, trained once per cumulative step."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    regime: str
+    steps: list[AblationStep] = Field(min_length=1)
+
+
 class ExperimentSection(BaseModel):
-    """The ``experiment`` section of a sweep config: regime strings and seeds, both optional."""
+    """The ``experiment`` section of a sweep config: regime strings, seeds and an ablation, all optional."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     regimes: list[str] | None = None
     seeds: list[int] | None = None
+    ablation: AblationSection | None = None
 
 
 def read_experiment_section(data: dict[str, Any], source: Path) -> ExperimentSection:
@@ -294,6 +313,13 @@ def read_experiment_section(data: dict[str, Any], source: Path) -> ExperimentSec
         if not location or not isinstance(section, dict):
             raise PointsegError(f"{source}: experiment section {section!r}: {expected}") from None
         key = location[0]
+        if key == "ablation":
+            field = ".".join(map(str, location))
+            raise PointsegError(
+                f"{source}: experiment.{field}: {error.errors()[0]['msg']}; expected 'experiment: "
+                "{ablation: {regime: per-class:10, steps: [{name: base}, {name: pretrained, set: "
+                "[model.weights=imagenet]}]}}'"
+            ) from None
         raise PointsegError(f"{source}: experiment.{key} {section[key]!r}: {expected}") from None
 
 
