@@ -13,7 +13,7 @@ from fake_data import write_deepglobe, write_raster
 from pointseg.checkpoint import TrainedModel
 from pointseg.config import parse_config
 from pointseg.datasets import discover_dataset
-from pointseg.evaluation import score_samples, total_report
+from pointseg.evaluation import image_summary, score_samples, total_report
 from pointseg.normalization import BandStats
 from pointseg.schema import ClassSchema
 
@@ -160,6 +160,11 @@ def test_evaluate_command_writes_the_json_report(trained_run, tmp_path, cli) -> 
     matrix = np.array(report["confusion_matrix"])
     assert matrix.shape == (6, 6)
     assert matrix.sum() == 64 * 64 - 16  # every pixel but the ignored 4x4 'unknown' corner
+    [image] = report["per_image"]
+    assert image["id"] == "102_sat" and image["miou"] == pytest.approx(report["miou"])
+    assert image["predicted_share"] == pytest.approx(
+        dict(zip(report["per_class_iou"], matrix.sum(0) / matrix.sum(), strict=True)), abs=1e-4
+    )
     assert "mIoU" in stdout
 
 
@@ -254,3 +259,26 @@ def test_evaluation_loads_the_figure_module_only_for_figures() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_image_summary_gives_each_images_score_and_class_shares(tmp_path: Path) -> None:
+    prediction = letters_to_labels(PREDICTION)
+    one_hot = np.stack([(prediction == k + 1) for k in range(4)]).astype(np.float32)
+    write_raster(tmp_path / "images" / "one.tif", one_hot)
+    write_raster(tmp_path / "masks" / "one.tif", letters_to_labels(TRUTH))
+    refs = discover_dataset("folder", tmp_path, SCHEMA).require_usable()
+    [sample] = score_samples(identity_model(tmp_path), refs, SCHEMA)
+    summary = image_summary(sample, SCHEMA)
+    # Over the 14 scored pixels: truth a 4, b 6, c 4; prediction a 4, b 7, c 3 (see TRUTH, PREDICTION).
+    names = SCHEMA.classes
+    expected_truth = dict(
+        zip(names, (round(4 / 14, 4), round(6 / 14, 4), round(4 / 14, 4), 0.0), strict=True)
+    )
+    expected_predicted = dict(zip(names, (round(4 / 14, 4), 0.5, round(3 / 14, 4), 0.0), strict=True))
+    assert summary == {
+        "id": "one",
+        "miou": pytest.approx(EXPECTED_MIOU),
+        "accuracy": pytest.approx(sample.report(SCHEMA).accuracy),
+        "true_share": expected_truth,
+        "predicted_share": expected_predicted,
+    }

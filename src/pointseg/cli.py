@@ -408,7 +408,7 @@ def evaluate_command(
     """Macro mIoU, per-class IoU, accuracy and confusion matrix on whole images' dense masks."""
     from pointseg.checkpoint import load_trained_model
     from pointseg.datasets import discover_dataset, select_refs
-    from pointseg.evaluation import report_json, score_samples, total_report
+    from pointseg.evaluation import ScoredSample, image_summary, report_json, score_samples, total_report
     from pointseg.runs import write_json
 
     trained = load_trained_model(checkpoint, device)
@@ -416,15 +416,21 @@ def evaluate_command(
     refs = discovery.require_usable()
     if select:
         refs = select_refs(refs, select, "--select")
+    per_image: list[dict[str, Any]] = []
     with track_items(console, "evaluating", len(refs)) as advance:
+
+        def scored(sample: ScoredSample) -> None:
+            per_image.append(image_summary(sample, discovery.schema))
+            advance(sample.ref.id)
+
         report = total_report(
             score_samples(trained, refs, discovery.schema, tile, overlap, batch_size, device, precision),
             discovery.schema,
-            on_sample=lambda sample: advance(sample.ref.id),
+            on_sample=scored,
         )
     console.print(report.to_table(title=f"{checkpoint} on {len(refs)} image(s) of {data}"))
     if json_out is not None:
-        write_json(json_out, report_json(report, refs, checkpoint))
+        write_json(json_out, report_json(report, refs, checkpoint, per_image))
         console.print(f"report: {json_out}")
 
 

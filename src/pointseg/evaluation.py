@@ -225,14 +225,45 @@ def plot_model_predictions(
     return written
 
 
+def image_summary(sample: ScoredSample, schema: ClassSchema) -> dict[str, Any]:
+    """One image of a report: its own mIoU and accuracy, and the share of each class in truth and prediction.
+
+    The shares (over the image's scored pixels) show a model that paints a whole scene one class,
+    which the set's mIoU alone can hide.
+    """
+    confusion = sample.confusion.to(torch.float64)
+    scored = float(confusion.sum())
+    report = sample.report(schema).to_dict()
+
+    def shares(counts: Tensor) -> dict[str, float]:
+        fractions = counts / scored if scored else counts * 0
+        return {name: round(float(f), 4) for name, f in zip(schema.classes, fractions, strict=True)}
+
+    return {
+        "id": sample.ref.id,
+        "miou": report["miou"],
+        "accuracy": report["accuracy"],
+        "true_share": shares(confusion.sum(dim=1)),
+        "predicted_share": shares(confusion.sum(dim=0)),
+    }
+
+
 def report_json(
-    report: SegmentationReport, refs: Sequence[SampleRef], checkpoint: Path | None
+    report: SegmentationReport,
+    refs: Sequence[SampleRef],
+    checkpoint: Path | None,
+    per_image: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The layout of ``pointseg evaluate --json``: the report, the images scored, the checkpoint (if any)."""
+    """The layout of ``pointseg evaluate --json``.
+
+    The report, the images scored, the checkpoint (if any), and with ``per_image`` the
+    :func:`image_summary` of each image.
+    """
     return {
         **report.to_dict(),
         "images": [ref.id for ref in refs],
         "checkpoint": None if checkpoint is None else str(checkpoint),
+        **({"per_image": list(per_image)} if per_image else {}),
     }
 
 

@@ -64,7 +64,7 @@ from pointseg.config import (
 )
 from pointseg.datasets import SampleRef, split_samples
 from pointseg.errors import PointsegError
-from pointseg.evaluation import report_json, score_samples, total_report
+from pointseg.evaluation import ScoredSample, image_summary, report_json, score_samples, total_report
 from pointseg.metrics import SegmentationReport
 from pointseg.plots import plot_density_curve, plot_qualitative
 from pointseg.points import SPEC_FORMS, STRATEGY_PARAMETERS, PointProtocol
@@ -524,16 +524,22 @@ def evaluate_on_test(
     checkpoint = best_checkpoint(run_dir)
     trained = load_trained_model(checkpoint, device)
     refs = plan.splits["test"]
+    per_image: list[dict[str, Any]] = []
     with track("evaluating on test", len(refs)) as advance:
+
+        def scored(sample: ScoredSample) -> None:
+            per_image.append(image_summary(sample, plan.schema))
+            advance(sample.ref.id)
+
         report = total_report(
             score_samples(
                 trained, refs, plan.schema, batch_size=trained.config.eval.batch_size, device=device
             ),
             plan.schema,
-            on_sample=lambda sample: advance(sample.ref.id),
+            on_sample=scored,
         )
     require_scored_pixels(report, refs)
-    return report_json(report, refs, checkpoint)
+    return report_json(report, refs, checkpoint, per_image)
 
 
 def require_scored_pixels(report: SegmentationReport, refs: Sequence[SampleRef]) -> None:
