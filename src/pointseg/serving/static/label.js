@@ -663,7 +663,7 @@ function undo() {
 // Press on a point: select it (click) or move it (drag); press elsewhere: add a point (click) or pan (drag).
 page.canvas.addEventListener("pointerdown", (event) => {
   if (!state.project || event.button !== 0) return;
-  page.canvas.focus();
+  page.canvas.focus({ preventScroll: true }); // a scroll now would move the point under the pointer
   page.canvas.setPointerCapture(event.pointerId);
   state.drag = {
     startX: event.offsetX,
@@ -693,6 +693,8 @@ page.canvas.addEventListener("pointermove", (event) => {
 });
 
 page.canvas.addEventListener("pointerup", (event) => {
+  // offsetX/Y are measured when read: read them before clearing the error moves the canvas.
+  const { offsetX, offsetY } = event;
   const drag = state.drag;
   state.drag = null;
   if (!drag || !state.project) return;
@@ -710,7 +712,7 @@ page.canvas.addEventListener("pointerup", (event) => {
       state.selected = state.selected === drag.id ? null : drag.id;
       scheduleDraw();
     } else {
-      addPoint(screenToPixel(state.view, event.offsetX, event.offsetY));
+      addPoint(screenToPixel(state.view, offsetX, offsetY));
     }
   }
 });
