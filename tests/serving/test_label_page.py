@@ -303,9 +303,10 @@ def test_a_click_after_zoom_and_pan_lands_on_the_pixel_under_it(page: sync_api.P
     assert view(page) == pytest.approx({"scale": scale, "offsetX": offset_x, "offsetY": offset_y})
     expect(page.locator("#classes li .count")).to_have_text("0")  # a drag adds no point
 
-    # A click at a whole screen position (near the centre of pixel (row 37, col 51), so that rounding the
-    # mouse position cannot change the pixel): the pixel under it, worked out here, is what the server gets.
-    sx, sy = round(offset_x + 51.5 * scale), round(offset_y + 37.5 * scale)
+    # A click at a whole screen position in pixel (row 37, col 51), 0.7 of the way to its far corner (a
+    # rounding of image coordinates would give the next pixel; a rounding of the mouse position would not):
+    # the pixel under it, worked out here, is the one the server gets.
+    sx, sy = round(offset_x + 51.7 * scale), round(offset_y + 37.7 * scale)
     row, col = int((sy - offset_y) // scale), int((sx - offset_x) // scale)
     assert (row, col) == (37, 51) and 0 < sx < width and 0 < sy < height
     page.locator("#canvas").click(position={"x": sx, "y": sy})
