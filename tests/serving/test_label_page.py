@@ -8,12 +8,14 @@ in a few steps. Each test opens the page in a fresh browser context and starts i
 from __future__ import annotations
 
 import json
+import math
 import re
 import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
@@ -41,6 +43,7 @@ IMAGE = "scenes/field.tif"
 CLASSES = {"water": "#1f5fd0", "meadow": "#3ca03c"}
 WATER_POINTS = [(8, 6), (40, 20), (56, 10)]  # (row, col): the left half
 MEADOW_POINTS = [(10, 80), (30, 60), (50, 90)]  # the right half
+WIDE_IMAGE, WIDE = "scenes/wide.png", (2600, 40)  # wider than one view.png may be (2048 px)
 TRAIN_TIMEOUT_MS = 240_000  # a tiny model on two shared cores: far more than it needs
 
 
@@ -54,6 +57,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pixels[:, :, WIDTH // 2 :] = np.array([70, 160, 60])[:, None, None]
     pixels = np.clip(pixels + rng.normal(0, 6, pixels.shape), 0, 255).astype(np.uint8)
     write_raster(root / IMAGE, pixels, UTM, TRANSFORM)
+    wide = np.broadcast_to(np.arange(WIDE[0], dtype=np.uint8)[None, None, :], (3, WIDE[1], WIDE[0]))
+    write_raster(root / WIDE_IMAGE, np.ascontiguousarray(wide))
     return root
 
 
@@ -95,7 +100,10 @@ def page(browser: sync_api.Browser, server: str) -> Iterator[sync_api.Page]:
     context.set_default_timeout(20_000)
     page = context.new_page()
     page.goto("/label")
-    expect(page.locator("#image-select option")).to_have_text([f"{IMAGE} ({WIDTH} × {HEIGHT}, 3 bands)"])
+    expect(page.locator("#image-select option")).to_have_text(
+        [f"{IMAGE} ({WIDTH} × {HEIGHT}, 3 bands)", f"{WIDE_IMAGE} ({WIDE[0]} × {WIDE[1]}, 3 bands)"]
+    )
+    page.locator("#image-select").select_option(IMAGE)
     page.locator("#open-image").click()
     expect(page.locator("#status")).to_contain_text("Opened field")
     expect(page.locator("#project-info")).to_contain_text(f"{WIDTH} × {HEIGHT} px · EPSG:32633")
@@ -365,3 +373,54 @@ def test_api_errors_are_shown_in_words(page: sync_api.Page) -> None:
     page.locator("#add-class").click()
     expect(page.locator("#error")).to_contain_text("(4")
     expect(page.locator("#classes li")).to_have_count(1)
+
+
+def test_zoomed_in_the_page_asks_for_a_sharper_window(page: sync_api.Page) -> None:
+    page.locator("#image-select").select_option(WIDE_IMAGE)
+    with page.expect_response(lambda response: "/view.png" in response.url) as whole:
+        page.locator("#open-image").click()
+    expect(page.locator("#status")).to_contain_text("Opened wide")
+    assert whole.value.ok
+    assert parse_qs(urlsplit(whole.value.url).query) == {
+        "x0": ["0"],
+        "y0": ["0"],
+        "x1": [str(WIDE[0])],
+        "y1": [str(WIDE[1])],
+        "width": ["2048"],
+    }
+
+    # Zoomed in x8, the whole image's 2048 px are too coarse: the visible window comes at screen resolution.
+    with page.expect_response(lambda response: "/view.png" in response.url) as sharper:
+        for _ in range(3):
+            page.locator("#zoom-in").click()
+    assert sharper.value.ok
+    current = view(page)
+    width, height = page.locator("#canvas").evaluate("canvas => [canvas.clientWidth, canvas.clientHeight]")
+    x0 = max(0, math.floor(-current["offsetX"] / current["scale"]))
+    x1 = min(WIDE[0], math.ceil((width - current["offsetX"]) / current["scale"]))
+    y0 = max(0, math.floor(-current["offsetY"] / current["scale"]))
+    y1 = min(WIDE[1], math.ceil((height - current["offsetY"]) / current["scale"]))
+    assert 0 < x0 < x1 < WIDE[0] and (y0, y1) == (0, WIDE[1])
+    assert parse_qs(urlsplit(sharper.value.url).query) == {
+        "x0": [str(x0)],
+        "y0": [str(y0)],
+        "x1": [str(x1)],
+        "y1": [str(y1)],
+        "width": [str(x1 - x0)],
+    }  # every pixel of the window: the view shows more than one screen pixel per image pixel
+    expect(page.locator("#error")).to_be_empty()
+
+
+def test_an_uploaded_image_starts_a_project(page: sync_api.Page, tmp_path: Path) -> None:
+    pixels = np.full((3, 30, 50), 120, dtype=np.uint8)
+    page.locator("#upload-input").set_input_files(write_raster(tmp_path / "orchard.png", pixels))
+    expect(page.locator("#status")).to_contain_text("Opened orchard")
+    expect(page.locator("#project-info")).to_contain_text("orchard · ")
+    expect(page.locator("#project-info")).to_contain_text("50 × 30 px")
+    expect(page.locator("#projects button", has_text="orchard")).to_have_class("current")
+
+    notes = tmp_path / "notes.png"
+    notes.write_text("these are field notes, not an image\n")
+    page.locator("#upload-input").set_input_files(notes)
+    expect(page.locator("#error")).to_contain_text("This file is not an image (415)")
+    expect(page.locator("#project-info")).to_contain_text("orchard · ")  # the open project stays

@@ -313,9 +313,14 @@ function renderProject() {
 
 // ---- layers: the image, the map and the confidence, whole and as a sharper window ---------------
 
+/** The PNG width for a window of `width` x `height` image pixels: at most `wanted`, no side over the server's limit. */
+function renderWidth(width, height, wanted) {
+  return Math.max(1, Math.min(wanted, width, Math.floor(MAX_RENDER_WIDTH * Math.min(1, width / height))));
+}
+
 function wholeWindow() {
   const { width, height } = state.project.image;
-  return { x0: 0, y0: 0, x1: width, y1: height, width: Math.min(width, MAX_RENDER_WIDTH) };
+  return { x0: 0, y0: 0, x1: width, y1: height, width: renderWidth(width, height, MAX_RENDER_WIDTH) };
 }
 
 /** GET {kind}.png of `area` (a window of the full-resolution image); its bitmap, window and class shares. */
@@ -381,7 +386,7 @@ function visibleWindow() {
   const y1 = Math.min(height, Math.ceil(bottomRight.y));
   if (x1 <= x0 || y1 <= y0) return null;
   const wanted = Math.ceil((x1 - x0) * state.view.scale * (window.devicePixelRatio || 1));
-  return { x0, y0, x1, y1, width: Math.min(MAX_RENDER_WIDTH, x1 - x0, wanted) };
+  return { x0, y0, x1, y1, width: renderWidth(x1 - x0, y1 - y0, wanted) };
 }
 
 function fetchWindows() {
