@@ -93,30 +93,22 @@ def train_project(
         TrainingCancelled: from ``callbacks`` or after the mapping, when the job was cancelled.
     """
     started = time.monotonic()
-    remove_stale_work_files(project.folder)
     work = project.folder / f".train.{work_tag()}.staging"
-    with project.workspace.lock:
-        counts = trainable_counts(project)
-        classes = [name for name, n in counts.items() if n]
-        schema = project.schema(classes)
-        snapshot = project.collection()
-        weights = str(last_checkpoint(project)) if job.warm_start else defaults.settings.weights
-        work.mkdir()
     try:
+        with project.workspace.lock:
+            remove_stale_work_files(project.folder)
+            counts = trainable_counts(project)
+            classes = [name for name, n in counts.items() if n]
+            snapshot = project.collection()
+            weights = str(last_checkpoint(project)) if job.warm_start else defaults.settings.weights
+            work.mkdir()
         points = work / "points.geojson"
         points.write_text(json.dumps(snapshot))
         out = work / "out"
-        settings = replace(defaults.settings, schema=schema, epochs=job.epochs, weights=weights)
-        try:
-            report = map_images(
-                [project.image_path], points, out, settings, progress=False, callbacks=callbacks
-            )
-        except OSError as error:
-            if not project.folder.is_dir():
-                raise PointsegError(
-                    f"project {project.id}: its folder was deleted during the training"
-                ) from error
-            raise
+        settings = replace(
+            defaults.settings, schema=project.schema(classes), epochs=job.epochs, weights=weights
+        )
+        report = map_images([project.image_path], points, out, settings, progress=False, callbacks=callbacks)
         job.check_cancelled()
         shutil.copy(points, out / "points.geojson")
         run_info: dict[str, Any] = {
@@ -131,14 +123,17 @@ def train_project(
         }
         write_json_file(out / "run.json", run_info)
         with project.workspace.lock:
-            try:
-                project.require_folder()
-            except WorkspaceError as error:
-                raise PointsegError(str(error)) from error
+            project.require_folder()
             number = max(project.run_numbers(), default=0) + 1
             project.runs_folder.mkdir(exist_ok=True)
             os.replace(out, project.runs_folder / str(number))
         return number
+    except OSError as error:
+        if not (project.folder / "project.json").is_file():
+            raise PointsegError(
+                f"project {project.id}: its folder was deleted during the training"
+            ) from error
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
@@ -40,14 +40,6 @@ class ViewWindow(BaseModel):
     x1: int | None = Field(default=None, ge=1)
     y1: int | None = Field(default=None, ge=1)
     width: int = Field(default=1024, ge=1, le=MAX_VIEW_WIDTH)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> ViewWindow:
-        if self.x0 is not None and self.x1 is not None and self.x1 <= self.x0:
-            raise ValueError(f"x1 {self.x1} must be greater than x0 {self.x0}")
-        if self.y0 is not None and self.y1 is not None and self.y1 <= self.y0:
-            raise ValueError(f"y1 {self.y1} must be greater than y0 {self.y0}")
-        return self
 
     def placed(self, width: int, height: int) -> tuple[Window, tuple[int, int]]:
         """The rasterio window on a ``width`` x ``height`` image and the ``(H, W)`` to resample it to.

@@ -415,7 +415,7 @@ class Workspace:
         self.lock = threading.RLock()
 
     def _image_files(self) -> dict[str, Path]:
-        """Rasters below the folder by their path relative to it (hidden folders left out)."""
+        """Rasters below the folder by their path relative to it, sorted (hidden folders left out)."""
         found: dict[str, Path] = {}
         for folder, subfolders, files in os.walk(self.root):
             subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
@@ -424,8 +424,8 @@ class Workspace:
                 if not name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
                     found[path.relative_to(self.root).as_posix()] = path
                 if len(found) >= MAX_IMAGES_LISTED:
-                    return found
-        return found
+                    return dict(sorted(found.items()))
+        return dict(sorted(found.items()))
 
     def images(self) -> list[dict[str, Any]]:
         """The readable rasters below the folder: path, width, height, bands and CRS."""
