@@ -23,6 +23,7 @@ from affine import Affine
 from PIL import ImageColor
 
 from fake_data import UTM, write_raster
+from pointseg.datasets import deepglobe
 from pointseg.mapping import MapSettings
 from pointseg.points import import_points
 from pointseg.schema import ClassSchema
@@ -424,3 +425,42 @@ def test_an_uploaded_image_starts_a_project(page: sync_api.Page, tmp_path: Path)
     page.locator("#upload-input").set_input_files(notes)
     expect(page.locator("#error")).to_contain_text("This file is not an image (415)")
     expect(page.locator("#project-info")).to_contain_text("orchard · ")  # the open project stays
+
+
+def test_a_class_set_then_move_delete_and_undo_a_point(page: sync_api.Page, server: str) -> None:
+    page.locator("#class-set").select_option(label=f"deepglobe ({deepglobe.SCHEMA.num_classes} classes)")
+    page.locator("#load-class-set").click()
+    expect(page.locator("#classes li")).to_have_count(deepglobe.SCHEMA.num_classes)
+    second = deepglobe.SCHEMA.classes[1]
+    page.locator("#canvas").press("2")
+    expect(page.locator("#classes li.active")).to_have_attribute("data-class", second)
+    click_pixel(page, 20, 30)
+    expect_counts(page, {second: 1})
+
+    def where() -> tuple[int, int]:
+        (feature,) = api(server, f"api/projects/{project_id(page)}/points")["features"]
+        return feature["properties"]["row"], feature["properties"]["col"]
+
+    # Drag the point to another pixel: it moves there (and no point is added).
+    box = page.locator("#canvas").bounding_box()
+    assert box is not None
+    start, end = screen_of(page, 20, 30), screen_of(page, 25, 40)
+    page.mouse.move(box["x"] + start[0], box["y"] + start[1])
+    page.mouse.down()
+    page.mouse.move(box["x"] + end[0], box["y"] + end[1], steps=5)
+    page.mouse.up()
+    expect(page.locator("#status")).to_contain_text("Moved the point to row 25, col 40")
+    assert where() == (25, 40)
+    expect_counts(page, {second: 1})
+    page.locator("#canvas").press("Control+z")
+    expect(page.locator("#status")).to_contain_text("the point is back where it was")
+    assert where() == (20, 30)
+
+    # Select it with a click, remove it with Delete; undo brings it back.
+    click_pixel(page, 20, 30)
+    page.locator("#canvas").press("Delete")
+    expect_counts(page, {second: 0})
+    page.locator("#canvas").press("Control+z")
+    expect_counts(page, {second: 1})
+    assert where() == (20, 30)
+    expect(page.locator("#error")).to_be_empty()

@@ -191,14 +191,17 @@ async function loadProjects() {
     button.addEventListener("click", () => openProject(project.id));
     const about = document.createElement("span");
     about.className = "project-about";
-    const image = project.image && project.image.path ? project.image.path : "";
-    const points = project.points_per_class
-      ? Object.values(project.points_per_class).reduce((sum, n) => sum + n, 0) : null;
-    about.textContent = [image, points === null ? "" : `${points} points`].filter(Boolean).join(" · ");
+    about.textContent = projectAbout(project.image.path, project.points_per_class || {});
     item.append(button, about);
     return item;
   }));
   page.projectsNote.textContent = projects.length ? "" : "No projects yet: open an image to start one.";
+}
+
+/** A project's line in the list: its image and number of points. */
+function projectAbout(imagePath, pointsPerClass) {
+  const points = Object.values(pointsPerClass).reduce((sum, n) => sum + n, 0);
+  return `${imagePath} · ${points} point${points === 1 ? "" : "s"}`;
 }
 
 async function loadClassSets() {
@@ -474,6 +477,9 @@ function draw() {
     context.arc(sx, sy, POINT_RADIUS, 0, 2 * Math.PI);
     context.fillStyle = classColor(feature.properties.class);
     context.fill();
+    context.lineWidth = 3; // a dark ring around a light one: seen on any background
+    context.strokeStyle = "rgba(0, 0, 0, 0.7)";
+    context.stroke();
     context.lineWidth = 1.5;
     context.strokeStyle = "#ffffff";
     context.stroke();
@@ -832,6 +838,8 @@ function renderClasses() {
     entry.append(pick, count, remove);
     return entry;
   }));
+  const listed = page.projects.querySelector(`button[data-project="${CSS.escape(state.project.id)}"] + .project-about`);
+  if (listed) listed.textContent = projectAbout(state.project.image.path, counts);
   const used = new Set(classes.map((item) => item.color.toLowerCase()));
   if (used.has(page.classColor.value.toLowerCase())) {
     page.classColor.value = PALETTE.find((color) => !used.has(color)) || PALETTE[classes.length % PALETTE.length];
