@@ -20,13 +20,12 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pytest
 from affine import Affine
-from PIL import ImageColor
 
 from fake_data import UTM, write_raster
 from pointseg.datasets import deepglobe
 from pointseg.mapping import MapSettings
 from pointseg.points import import_points
-from pointseg.schema import ClassSchema
+from pointseg.schema import RGB, ClassSchema, parse_color
 from pointseg.serving.app import build_app
 from pointseg.serving.project_training import TrainingDefaults
 from pointseg.serving.settings import ServeSettings
@@ -42,6 +41,7 @@ WIDTH, HEIGHT = 96, 64  # not square, so a swapped width and height would show
 TRANSFORM = Affine(10, 0, 300000, 0, -10, 5000000)
 IMAGE = "scenes/field.tif"
 CLASSES = {"water": "#1f5fd0", "meadow": "#3ca03c"}
+COLORS: dict[str, RGB] = {name: parse_color(color, name) for name, color in CLASSES.items()}
 WATER_POINTS = [(8, 6), (40, 20), (56, 10)]  # (row, col): the left half
 MEADOW_POINTS = [(10, 80), (30, 60), (50, 90)]  # the right half
 WIDE_IMAGE, WIDE = "scenes/wide.png", (2600, 40)  # wider than one view.png may be (2048 px)
@@ -201,7 +201,7 @@ def test_label_train_look_correct_retrain_export(
         click_pixel(page, row, col)
     expect_counts(page, {"water": 3, "meadow": 3})
     x, y = screen_of(page, *MEADOW_POINTS[0])
-    meadow = ImageColor.getrgb(CLASSES["meadow"])
+    meadow = COLORS["meadow"]
     assert canvas_rgb(page, x, y, {meadow}) == meadow  # the dot, in its class colour
 
     # Undo removes the point added last; undo of a right-click deletion brings the point back.
@@ -233,7 +233,7 @@ def test_label_train_look_correct_retrain_export(
     assert sum(shares) == pytest.approx(100, abs=0.5)
     page.locator("#opacity").fill("100")
     x, y = screen_of(page, 32, 30)
-    class_colors = {ImageColor.getrgb(color) for color in CLASSES.values()}
+    class_colors = set(COLORS.values())
     assert canvas_rgb(page, x, y, class_colors) in class_colors
     page.locator("#show-confidence").check()
     expect(page.locator("#canvas")).to_have_attribute("data-confidence-run", "1")
@@ -255,7 +255,7 @@ def test_label_train_look_correct_retrain_export(
     schema = ClassSchema(
         name="clicked",
         classes=tuple(CLASSES),
-        colors=tuple(ImageColor.getrgb(color) for color in CLASSES.values()),
+        colors=tuple(COLORS.values()),
     )
     labels, report = import_points(saved, workspace / IMAGE, schema)
     assert report.kept == report.total == 7
