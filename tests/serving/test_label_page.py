@@ -464,3 +464,51 @@ def test_a_class_set_then_move_delete_and_undo_a_point(page: sync_api.Page, serv
     expect_counts(page, {second: 1})
     assert where() == (20, 30)
     expect(page.locator("#error")).to_be_empty()
+
+
+def test_progress_shows_the_queue_the_epochs_and_a_cancel(page: sync_api.Page) -> None:
+    """The training progress as the server reports it (answers made up here, so no training runs)."""
+    job: dict[str, Any] = {
+        "id": "0123456789ab",
+        "project": project_id(page),
+        "state": "queued",
+        "position": 2,
+        "epoch": 0,
+        "epochs": 10,
+        "loss": None,
+        "val_point_accuracy": None,
+        "elapsed_s": 0,
+        "eta_s": None,
+        "message": "",
+        "run": None,
+    }
+
+    def train(route: sync_api.Route) -> None:
+        route.fulfill(status=202, json=job)
+
+    def jobs(route: sync_api.Route) -> None:
+        if route.request.method == "DELETE":
+            job.update(state="cancelled", position=0)
+            route.fulfill(status=202, json=job)
+        else:
+            route.fulfill(json=job)
+
+    page.route("**/api/projects/*/train", train)
+    page.route("**/api/jobs/*", jobs)
+    page.locator("#train").click()
+    expect(page.locator("#job")).to_have_text("Waiting: 2nd in queue.")
+    expect(page.locator("#train")).to_be_disabled()
+    expect(page.locator("#progress")).to_be_visible()
+
+    job.update(state="running", position=0, epoch=3, loss=0.4321, val_point_accuracy=0.875, eta_s=42)
+    expect(page.locator("#job")).to_have_text(
+        "Epoch 3 of 10 · loss 0.432 · held-out point accuracy 87.5 % · about 42 s left."
+    )
+    assert page.locator("#progress").evaluate("bar => [bar.value, bar.max]") == [3, 10]
+
+    page.locator("#cancel").click()
+    expect(page.locator("#job")).to_have_text("Cancelled.")
+    expect(page.locator("#status")).to_contain_text("Training cancelled")
+    expect(page.locator("#train")).to_be_enabled()
+    expect(page.locator("#cancel")).to_be_hidden()
+    expect(page.locator("#error")).to_be_empty()
