@@ -36,11 +36,11 @@ if TYPE_CHECKING:
 
     from pointseg.serving.training_queue import TrainingJob
 
-PAGE_SETTINGS = MapSettings(epochs=12, crop_size=256, crops_per_image=16, batch_size=8, tile=512)
+PAGE_SETTINGS = MapSettings(epochs=10, crop_size=256, crops_per_image=32, batch_size=8)
 """The labelling page's first training: ``pointseg map``'s network (pretrained EfficientNet-Lite0,
-frozen BatchNorm), 12 epochs of 2 steps of 8 random 256-pixel crops."""
-WARM_EPOCHS = 4
-"""Epochs of a warm-started retraining (about a third of the first run)."""
+frozen BatchNorm), 10 epochs of 4 steps of 8 random 256-pixel crops, validated every 2 epochs."""
+WARM_EPOCHS = 3
+"""Epochs of a warm-started retraining (a third of the first run's steps)."""
 MAX_EPOCHS = 100
 
 
