@@ -55,12 +55,16 @@ def test_a_workspace_server_without_a_model(client: TestClient) -> None:
         assert answer.json() == {"detail": "no model loaded: the server was started without --checkpoint"}
 
 
-def test_a_model_server_without_a_workspace_says_so(checkpoint: Path) -> None:
+def test_a_model_server_without_a_workspace_says_so(checkpoint: Path, root: Path) -> None:
     with TestClient(build_app(ServeSettings.checked(checkpoint=checkpoint))) as client:
         for path in ("/label", "/api/images", "/api/projects", "/api/jobs/abc"):
             answer = client.get(path)
             assert answer.status_code == 404 and "without --workspace" in answer.json()["detail"]
         assert client.get("/model").status_code == 200
+        assert client.head("/label").status_code == 404  # the predict page shows no link to /label
+    with TestClient(build_app(ServeSettings.checked(checkpoint=checkpoint, workspace=root))) as both:
+        assert both.head("/label").status_code == 200
+        assert 'id="label-link" href="/label"' in both.get("/").text
 
 
 def test_serve_without_a_checkpoint_or_a_workspace_is_one_error_line(cli: Cli) -> None:

@@ -148,6 +148,9 @@ def label(request: Request) -> Response:
     return label_page()
 
 
+router.add_api_route("/label", label, methods=["HEAD"], include_in_schema=False)
+
+
 @router.get("/api/images", responses=ERRORS)
 def images(request: Request) -> dict[str, list[dict[str, Any]]]:
     """The rasters below the workspace folder (not in hidden folders): path, width, height, bands, CRS."""
