@@ -92,6 +92,7 @@ const page = {
   legend: $("legend"),
   exportPoints: $("export-points"),
   exportMap: $("export-map"),
+  exportPolygons: $("export-polygons"),
   exportCheckpoint: $("export-checkpoint"),
 };
 
@@ -239,14 +240,25 @@ page.openForm.addEventListener("submit", (event) => {
   ));
 });
 
-page.uploadInput.addEventListener("change", () => {
-  const file = page.uploadInput.files[0];
-  page.uploadInput.value = ""; // choosing the same file again still fires `change`
-  if (!file) return;
+function upload(file) {
   const form = new FormData();
   form.append("name", page.projectName.value.trim() || nameFrom(file.name));
   form.append("file", file, file.name);
   attempt(() => createProject({ method: "POST", body: form }, file.name));
+}
+
+page.uploadInput.addEventListener("change", () => {
+  const file = page.uploadInput.files[0];
+  page.uploadInput.value = ""; // choosing the same file again still fires `change`
+  if (file) upload(file);
+});
+
+// An image dropped on the viewer starts a project; dropped anywhere else it must not replace the page.
+window.addEventListener("dragover", (event) => event.preventDefault());
+window.addEventListener("drop", (event) => event.preventDefault());
+page.viewport.addEventListener("drop", (event) => {
+  const files = event.dataTransfer ? event.dataTransfer.files : [];
+  if (files.length) upload(files[0]); // one image at a time: the first of several dropped
 });
 
 async function openProject(id) {
@@ -1080,7 +1092,8 @@ function renderExports() {
   const run = state.run;
   const links = [
     [page.exportPoints, project ? projectUrl("/export/points.geojson") : null],
-    [page.exportMap, project && run !== null ? projectUrl(`/export/map.zip${query({ run })}`) : null],
+    [page.exportMap, project && run !== null
+      ? projectUrl(`/export/map.zip${query({ run, polygons: page.exportPolygons.checked })}`) : null],
     [page.exportCheckpoint, project && run !== null ? projectUrl(`/export/checkpoint.ckpt${query({ run })}`) : null],
   ];
   for (const [link, url] of links) {
@@ -1093,6 +1106,8 @@ function renderExports() {
     }
   }
 }
+
+page.exportPolygons.addEventListener("change", renderExports);
 
 // A link fetches first, so an error (say, a run removed underneath) is shown in the page, not as a failed download.
 for (const link of [page.exportPoints, page.exportMap, page.exportCheckpoint]) {
