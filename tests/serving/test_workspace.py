@@ -178,3 +178,11 @@ def test_an_upload_is_kept_in_the_project_folder(store: Workspace) -> None:
     assert project.image_path == project.folder / "image.png"
     assert project.record.image.source == "upload" and project.record.image.path == "image.png"
     assert project.image_path.read_bytes() == data
+
+
+def test_a_points_file_damaged_by_hand_is_named_not_a_crash(store: Workspace) -> None:
+    project = store.create_project(NewProject(name="p", image="plain.png"))
+    project.points_path.write_text('{"type": "FeatureCollection", "features": [{"properties": {}}]}')
+    with pytest.raises(WorkspaceError, match=r"points.geojson: unreadable \(KeyError") as error:
+        project.points()
+    assert error.value.status_code == 422

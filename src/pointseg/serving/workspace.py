@@ -232,11 +232,18 @@ class Project:
         self.require_folder()
         if not self.points_path.is_file():
             return []
-        features = json.loads(self.points_path.read_text())["features"]
-        return [
-            Point(str(p["id"]), int(p["row"]), int(p["col"]), str(p["class"]))
-            for p in (feature["properties"] for feature in features)
-        ]
+        try:
+            features = json.loads(self.points_path.read_text())["features"]
+            return [
+                Point(str(p["id"]), int(p["row"]), int(p["col"]), str(p["class"]))
+                for p in (feature["properties"] for feature in features)
+            ]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise WorkspaceError(
+                422,
+                f"{self.points_path}: unreadable ({type(error).__name__}: {error}); expected the "
+                "FeatureCollection the server writes, with the properties id, class, row and col",
+            ) from error
 
     def points_per_class(self, points: list[Point] | None = None) -> dict[str, int]:
         """Points of each class, in class order."""
