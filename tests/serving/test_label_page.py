@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -358,7 +359,7 @@ def test_a_click_after_zoom_and_pan_lands_on_the_pixel_under_it(page: sync_api.P
     assert round_trip == pytest.approx([row, col, sx, sy])
 
 
-def test_api_errors_are_shown_in_words(page: sync_api.Page) -> None:
+def test_api_errors_are_shown_in_words(page: sync_api.Page, workspace: Path) -> None:
     add_class(page, "water", CLASSES["water"])
     page.locator("#canvas").press("1")
     click_pixel(page, 5, 5)
@@ -372,8 +373,16 @@ def test_api_errors_are_shown_in_words(page: sync_api.Page) -> None:
     # A class name the server refuses (a duplicate, case-insensitive): its detail is shown.
     page.locator("#class-name").fill("Water")
     page.locator("#add-class").click()
-    expect(page.locator("#error")).to_contain_text("(4")
+    expect(page.locator("#error")).to_have_text(re.compile(r"^Not accepted \(422\): \w"))
     expect(page.locator("#classes li")).to_have_count(1)
+
+    # The project folder deleted underneath: the next click says the project is not found.
+    shutil.rmtree(workspace / ".pointseg" / "projects" / project_id(page))
+    click_pixel(page, 9, 9)
+    expect(page.locator("#error")).to_have_text(
+        re.compile(r"^(Not found \(404\)|This project is gone \(410\)): \w")
+    )
+    expect_counts(page, {"water": 1})
 
 
 def test_zoomed_in_the_page_asks_for_a_sharper_window(page: sync_api.Page) -> None:
