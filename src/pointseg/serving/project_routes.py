@@ -11,6 +11,7 @@ or query that does not parse. Blocking work (files, rasters) runs in FastAPI's t
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,10 +21,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from pointseg.checkpoint import read_checkpoint
 from pointseg.datasets.registry import BUILTIN_SCHEMAS
 from pointseg.errors import PointsegError
 from pointseg.gis_outputs import write_class_polygons
-from pointseg.schema import ClassSchema, format_color
+from pointseg.schema import ClassSchema
 from pointseg.serving import outputs
 from pointseg.serving.openapi import ErrorBody
 from pointseg.serving.project_training import (
@@ -160,8 +162,6 @@ def images(request: Request) -> dict[str, list[dict[str, Any]]]:
 @router.get("/api/class-sets", responses=ERRORS)
 def class_sets(request: Request) -> dict[str, list[dict[str, Any]]]:
     """Class lists to start a project from: the built-in datasets', and the workspace's checkpoints'."""
-    from pointseg.checkpoint import read_checkpoint
-
     sets = [{"source": name, "classes": classes_of(schema)} for name, schema in BUILTIN_SCHEMAS.items()]
     for relative, path in workspace(request).checkpoints().items():
         try:
@@ -174,10 +174,7 @@ def class_sets(request: Request) -> dict[str, list[dict[str, Any]]]:
 
 def classes_of(schema: ClassSchema) -> list[dict[str, str]]:
     """``[{"name", "color": "#RRGGBB"}]`` of a schema."""
-    return [
-        {"name": name, "color": format_color(color).split()[0]}
-        for name, color in zip(schema.classes, schema.colors, strict=True)
-    ]
+    return [{"name": entry["name"], "color": entry["color"]} for entry in schema.to_dict()["classes"]]
 
 
 def describe_project(request: Request, found: Project) -> dict[str, Any]:
@@ -331,8 +328,6 @@ def attachment(name: str) -> dict[str, str]:
 @router.get("/api/projects/{project_id}/export/points.geojson", response_class=Response, responses=ERRORS)
 def export_points(found: ProjectDep) -> Response:
     """The points file, for `pointseg points import` and `pointseg map --points`."""
-    import json
-
     return Response(
         json.dumps(found.collection()),
         media_type="application/geo+json",
