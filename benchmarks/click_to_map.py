@@ -61,14 +61,21 @@ def wait(client: TestClient, job: str) -> dict[str, Any]:
     return state
 
 
-def train(client: TestClient, project: str) -> tuple[float, dict[str, Any]]:
-    """Seconds from the train request to the finished map, and the finished job."""
-    started = time.perf_counter()
+def train(client: TestClient, project: str) -> tuple[float, dict[str, Any], str]:
+    """Seconds from the train request to the finished map, the finished job, and where the time went.
+
+    The last says how many seconds of the run were training (the rest: building the network,
+    mapping, writing) and how many cores this process kept busy on average (CPU time / wall
+    time: near 2 on 2 idle cores, lower when other work shares them).
+    """
+    started, cpu_started = time.perf_counter(), time.process_time()
     answer = client.post(f"/api/projects/{project}/train")
     if answer.status_code != 202:
         raise SystemExit(f"train refused: {answer.status_code} {answer.text}")
     job = wait(client, answer.json()["id"])
-    return time.perf_counter() - started, job
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    run = client.get(f"/api/projects/{project}").json()["runs"][-1]
+    return seconds, job, f"{run['train_seconds']:.0f} s of it training, {cpu / seconds:.2f} cores busy"
 
 
 def run_labels(root: Path, project: str, run: int) -> np.ndarray:
@@ -113,7 +120,7 @@ def main() -> None:
             points = simulate_points(mask, protocol, IMAGE.stem)
             click(client, project, points.rows, points.cols, points.classes)
 
-            first_s, first_job = train(client, project)
+            first_s, first_job, first_times = train(client, project)
             first_map = run_labels(root, project, first_job["run"])
             first_miou = miou(first_map, mask)
 
@@ -126,7 +133,7 @@ def main() -> None:
             rows, cols = np.divmod(chosen, mask.shape[1])
             click(client, project, rows, cols, mask[rows, cols])
 
-            retrain_s, retrain_job = train(client, project)
+            retrain_s, retrain_job, retrain_times = train(client, project)
             retrain_miou = miou(run_labels(root, project, retrain_job["run"]), mask)
             settings = client.app.state.training_defaults  # type: ignore[attr-defined]
 
@@ -143,7 +150,7 @@ def main() -> None:
             first_s / FIRST_MAP_TARGET_S,
             "<= 1",
             first_s <= FIRST_MAP_TARGET_S,
-            f"{first_s:.0f} s, map mIoU {first_miou:.3f} vs the dense mask; {setup}",
+            f"{first_s:.0f} s ({first_times}), map mIoU {first_miou:.3f} vs the dense mask; {setup}",
         )
     )
     report(
@@ -152,8 +159,8 @@ def main() -> None:
             retrain_s / RETRAIN_TARGET_S,
             "<= 1",
             retrain_s <= RETRAIN_TARGET_S,
-            f"{retrain_s:.0f} s (warm start: {retrain_job['warm_start']}), map mIoU {retrain_miou:.3f} "
-            f"(first map {first_miou:.3f})",
+            f"{retrain_s:.0f} s ({retrain_times}; warm start: {retrain_job['warm_start']}), map mIoU "
+            f"{retrain_miou:.3f} (first map {first_miou:.3f})",
         )
     )
 

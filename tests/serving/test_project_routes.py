@@ -229,6 +229,7 @@ def test_train_look_correct_retrain_export_and_restart(root: Path, tmp_path: Pat
         assert described["job"] is None
         [run] = described["runs"]
         assert run["n"] == 1 and run["epochs"] == 2 and run["warm_start"] is False
+        assert 0 < run["train_seconds"] <= run["seconds"]
         assert 0 <= run["val_point_accuracy"] <= 1
 
         overlay = client.get(f"{base}/map.png", params={"width": 64})

@@ -9,9 +9,11 @@ in the project (named with the server's process id), which becomes ``runs/<n>`` 
 the run succeeded, with ``points.geojson`` (what it was trained on) and ``run.json`` (epochs, warm
 start, classes, seconds) added; a failed or cancelled run leaves nothing.
 
-The page's defaults (:data:`PAGE_SETTINGS`, :data:`WARM_EPOCHS`) were chosen with
-``benchmarks/click_to_map.py`` to give the first map within 2 minutes and a retrained one within
-1 minute on 2 CPU cores for a 1-2 megapixel image and about 50 clicks.
+The page's defaults (:data:`PAGE_SETTINGS`, :data:`WARM_EPOCHS`) are sized from the training
+speed measured by ``benchmarks/training_loop`` and ``pointseg map`` on the Dubai sample (about
+1 s per step of 8 crops of 256 px on 2 idle CPU cores) to give the first map of a 1-2 megapixel
+image within 2 minutes and a retrained one within 1 minute; ``benchmarks/click_to_map.py``
+measures both.
 """
 
 from __future__ import annotations
@@ -157,6 +159,7 @@ def run_summary(folder: Path) -> dict[str, Any]:
         "val_point_accuracy": report["held_out"]["val_point_accuracy"],
         "val_point_miou": report["held_out"]["val_point_miou"],
         "seconds": info["seconds"],
+        "train_seconds": info["train_seconds"],
         "epochs": info["epochs"],
         "warm_start": info["warm_start"],
         "points": info["points"],
