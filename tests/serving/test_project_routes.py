@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -299,7 +300,7 @@ def test_cancel_a_running_training_keeps_nothing(client: TestClient, root: Path)
     cancelled_waiting = client.delete(f"/api/jobs/{queued['id']}")
     assert cancelled_waiting.status_code == 202 and cancelled_waiting.json()["state"] == "cancelled"
     while client.get(f"/api/jobs/{long['id']}").json()["epoch"] < 1:
-        pass  # bounded by the job's own 100 epochs; it reports epochs as they end
+        time.sleep(0.1)  # bounded by the job's own 100 epochs; it reports epochs as they end
     running = client.get(f"/api/jobs/{long['id']}").json()
     assert running["state"] == "running" and running["position"] == 0 and running["eta_s"] > 0
     assert client.delete(f"/api/jobs/{long['id']}").status_code == 202
@@ -368,3 +369,4 @@ def test_the_routes_are_in_openapi_with_their_request_models(client: TestClient)
         "multipart/form-data",
     }
     assert "422" in paths["/api/projects/{project_id}/points"]["post"]["responses"]
+    assert {"413", "415"} <= set(paths["/api/projects"]["post"]["responses"])

@@ -27,7 +27,7 @@ from pointseg.errors import PointsegError
 from pointseg.gis_outputs import write_class_polygons
 from pointseg.schema import ClassSchema
 from pointseg.serving import outputs
-from pointseg.serving.openapi import ErrorBody
+from pointseg.serving.openapi import UPLOAD_ERRORS, ErrorBody
 from pointseg.serving.project_training import (
     MAX_EPOCHS,
     TrainingDefaults,
@@ -201,7 +201,12 @@ def list_projects(request: Request) -> dict[str, list[dict[str, Any]]]:
     return {"projects": [describe_project(request, found) for found in workspace(request).projects()]}
 
 
-@router.post("/api/projects", status_code=201, openapi_extra=NEW_PROJECT_BODY, responses=ERRORS)
+@router.post(
+    "/api/projects",
+    status_code=201,
+    openapi_extra=NEW_PROJECT_BODY,
+    responses={**ERRORS, 413: UPLOAD_ERRORS[413], 415: UPLOAD_ERRORS[415]},
+)
 async def create_project(request: Request) -> dict[str, Any]:
     """A new project: JSON ``{"name", "image"}`` for a workspace image, or a multipart upload (name, file)."""
     store = workspace(request)
