@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
+import socket
+import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import rasterio
@@ -287,6 +292,39 @@ def test_train_look_correct_retrain_export_and_restart(root: Path, tmp_path: Pat
         assert not [
             p.name for p in (root / ".pointseg" / "projects" / project).iterdir() if p.name.startswith(".")
         ]
+
+    with served_by_a_new_process(root) as url:  # `pointseg serve --workspace` in a process of its own
+        again = httpx.get(f"{url}{base}", timeout=30).json()
+        assert [r["n"] for r in again["runs"]] == [1, 2] and again["job"] is None
+        assert httpx.get(f"{url}{base}/points", timeout=30).json() == json.loads(points.content)
+
+
+@contextlib.contextmanager
+def served_by_a_new_process(root: Path) -> Iterator[str]:
+    """Run `pointseg serve --workspace ROOT` on a free port until the block ends; yield its URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pointseg", "serve", "--workspace", str(root), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120  # a bound against a hang: importing torch is slow on busy cores
+        while True:
+            try:
+                if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 @pytest.mark.integration
