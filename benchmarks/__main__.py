@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS_ENV
 
-BENCHMARKS = ("training_loop", "predict_speed", "predict_memory", "api_load", "plot_speed")
+BENCHMARKS = ("training_loop", "predict_speed", "predict_memory", "api_load", "plot_speed", "click_to_map")
 
 
 def main() -> int:

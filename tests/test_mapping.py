@@ -7,14 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 
 from fake_data import block_labels, image_for, write_raster
+from pointseg.checkpoint import read_checkpoint
 from pointseg.errors import PointsegError
 from pointseg.gis_outputs import read_class_names_tag
 from pointseg.mapping import MapSettings, classes_from_points, map_images
+from pointseg.training import Callback, L
 
 CRS_UTM = CRS.from_epsg(32633)
 TRANSFORM = Affine(10, 0, 500000, 0, -10, 5000000)
@@ -221,3 +224,40 @@ def test_cli_map_prints_points_per_class_the_held_out_score_and_next_commands(
     assert f"map: {out / 'scene_classes.tif'}" in printed
     assert f"pointseg serve --checkpoint {out / 'run' / 'checkpoints' / 'last.ckpt'}" in printed
     assert "val_miou" not in printed.replace("val_point_miou", "")
+
+
+class FirstWeights(Callback):
+    """Keeps the network's weights as training starts, and counts the epochs."""
+
+    def __init__(self) -> None:
+        self.weights: dict[str, torch.Tensor] = {}
+        self.epochs = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epochs += 1
+
+
+@pytest.mark.integration
+def test_map_takes_callbacks_writes_the_confidence_and_warm_starts_from_a_last_checkpoint(
+    tmp_path: Path,
+) -> None:
+    image, points = scene(tmp_path)
+    first = FirstWeights()
+    report = map_images([image], points, tmp_path / "first", TINY, progress=False, callbacks=[first])
+    assert first.epochs == TINY.epochs
+    assert "scene_confidence.tif" in report.maps
+    with rasterio.open(tmp_path / "first" / "scene_confidence.tif") as confidence:
+        values = confidence.read(1)
+        assert confidence.dtypes[0] == "float32" and values.shape == (64, 64)
+    assert np.nanmin(values) >= 1 / 3 - 1e-6 and np.nanmax(values) <= 1 + 1e-6  # top of 3 classes
+    last = tmp_path / "first" / report.checkpoint
+    warm = FirstWeights()
+    settings = MapSettings(**{**TINY.__dict__, "weights": str(last), "seed": 1})
+    map_images([image], points, tmp_path / "second", settings, progress=False, callbacks=[warm])
+    trained = read_checkpoint(last)["state_dict"]
+    assert warm.weights.keys() == trained.keys()
+    assert all(torch.equal(warm.weights[key], trained[key]) for key in trained)
+    assert not all(torch.equal(first.weights[key], trained[key]) for key in trained)

@@ -616,7 +616,13 @@ def export_onnx_command(
 
 @app.command("serve")
 def serve_command(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A checkpoint from `pointseg train`.")],
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="A checkpoint from `pointseg train`.")
+    ] = None,
+    workspace: Annotated[
+        Path | None,
+        typer.Option("--workspace", help="A folder of images to label, train on and map at /label."),
+    ] = None,
     host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 opens it to others.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 5000,
     workers: Annotated[int, typer.Option(help="Worker processes, each with its own copy of the model.")] = 1,
@@ -634,12 +640,13 @@ def serve_command(
         float, typer.Option(help="Seconds per request, queue wait included (504 after; the job stops).")
     ] = DEFAULT_REQUEST_TIMEOUT_S,
 ) -> None:
-    """Serve the model over HTTP: the page at /, POST /predict (see /docs), /health and /ready."""
+    """Serve a model (the page at /, POST /predict, see /docs) and/or a labelling workspace (/label)."""
     from pointseg.serving.server import serve
     from pointseg.serving.settings import ServeSettings
 
     settings = ServeSettings.checked(
         checkpoint=checkpoint,
+        workspace=workspace,
         device=device,
         precision=precision,
         max_upload_bytes=max_upload_mb * 2**20,

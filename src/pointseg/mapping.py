@@ -14,7 +14,7 @@ No dense mask is needed. One run:
 5. trains with :func:`pointseg.training.train`, validated on the held-out points (``val_point_*``);
 6. predicts every image with the last checkpoint (the held-out points never choose the model)
    through :func:`pointseg.prediction.predict_files`, and writes the files of
-   :mod:`pointseg.gis_outputs` beside each map;
+   :mod:`pointseg.gis_outputs` and the confidence (``<stem>_confidence.tif``) beside each map;
 7. scores each map at its held-out points and writes ``report.json``.
 
 Everything is written into a staging folder and moved to the output folder only when every step
@@ -49,6 +49,8 @@ from pointseg.raster import open_raster, raster_info, read_pixels, read_window, 
 from pointseg.schema import RGB, ClassSchema
 
 if TYPE_CHECKING:
+    from lightning.pytorch.callbacks import Callback
+
     from pointseg.training import PreparedSamples
 
 LABEL_RASTER_SUFFIXES = (".tif", ".png")
@@ -95,7 +97,9 @@ class MapSettings:
         device: ``cpu`` or ``cuda``.
         encoder: Encoder of the DeepLabV3+ network (any name :func:`pointseg.models.build_model`
             takes).
-        weights: Encoder weights: ``None`` for random initialisation, a local file, or a hub name.
+        weights: Encoder weights: ``None`` for random initialisation, a local file, or a hub name;
+            the ``last.ckpt`` of an earlier run warm-starts the whole network (a head for a
+            different number of classes is left out).
         norm: Normalisation layers (``group``, ``batch``, or ``frozen`` pretrained BatchNorm).
         crop_size: Side of the training crops, in pixels.
         crops_per_image: Random crops per image and epoch.
@@ -184,8 +188,9 @@ class MapReport:
             score,
             f"time: {self.seconds['train']:.0f} s training, {self.seconds['total']:.0f} s in all",
             *(f"warning: {text}" for text in self.warnings),
-            *(f"map: {self.out / name}" for name in self.maps if name.endswith(".tif")),
-            "     (beside each: .tif.aux.xml class names, .qml QGIS style"
+            *(f"map: {self.out / name}" for name in self.maps if name.endswith("_classes.tif")),
+            "     (beside each: .tif.aux.xml class names, .qml QGIS style, "
+            "_confidence.tif top-class probability"
             + (", .gpkg polygons)" if any(name.endswith(".gpkg") for name in self.maps) else ")"),
             f"checkpoint: {self.out / self.checkpoint}",
             "next: " + "\n      ".join(self.next_commands()),
@@ -484,6 +489,7 @@ def map_images(
     settings: MapSettings,
     progress: bool = True,
     announce: Callable[[str], None] | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> MapReport:
     """Train on the clicked points of ``images`` and write their class maps into ``out``.
 
@@ -491,12 +497,14 @@ def map_images(
         images: Images to train on and map (files, or folders of images).
         points: A points file for all images, or a folder of per-image points files.
         out: Output folder; must be empty or absent. Gets ``<stem>_classes.tif`` (+ ``.aux.xml``),
-            ``<stem>_classes.qml``, optionally ``<stem>_classes.gpkg``, ``run/`` (the training run
+            ``<stem>_classes.qml``, optionally ``<stem>_classes.gpkg``, ``<stem>_confidence.tif``
+            (float32 top-class probability), ``run/`` (the training run
             with ``checkpoints/last.ckpt``; no ``best.ckpt``, which the held-out points would have
             chosen) and ``report.json``.
         settings: See :class:`MapSettings`.
         progress: Show Lightning's progress bar.
         announce: Called with a line of text before each step.
+        callbacks: More Lightning callbacks for the training (see :func:`pointseg.training.train`).
 
     Raises:
         PointsegError: for any bad input, before training starts whenever it can be known then.
@@ -552,6 +560,7 @@ def map_images(
             _train_config(settings, next(iter(placed)).parent, staging),
             progress=progress,
             samples=samples,
+            callbacks=callbacks,
         )
         train_seconds = time.perf_counter() - train_started
         checkpoint = run_dir / "checkpoints" / "last.ckpt"
@@ -561,13 +570,14 @@ def map_images(
         model = torch_inference_model(
             load_trained_model(checkpoint, settings.device), settings.device, "fp32"
         )
-        results = predict_files(model, list(placed), staging, device=settings.device)
+        results = predict_files(model, list(placed), staging, device=settings.device, confidence=True)
         confusion = np.zeros((schema.num_classes, schema.num_classes), dtype=np.int64)
         maps = []
         for result in results:
             class_map = result.outputs[0]
             write_category_side_file(class_map, schema)
             maps += [class_map.name, write_qgis_style(class_map.with_suffix(".qml"), schema).name]
+            maps += [path.name for path in result.outputs[1:]]  # the confidence
             if settings.polygons:
                 gpkg = class_map.with_suffix(".gpkg")
                 write_class_polygons(class_map, gpkg, schema, settings.min_area)

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -518,6 +518,7 @@ def train(
     resume: Path | None = None,
     progress: bool = True,
     samples: PreparedSamples | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> Path:
     """Train a model as configured and return its run folder.
 
@@ -532,6 +533,8 @@ def train(
         progress: Show progress: a progress bar on a terminal, one line per epoch otherwise.
         samples: Samples and point labels prepared by the caller; ``config.data``'s folder and
             splits are then not read (``pointseg map``).
+        callbacks: More Lightning callbacks, after pointseg's own (the labelling page's progress
+            and cancel: an exception raised in one stops the run).
 
     Returns:
         The run folder with ``config.yaml``, ``environment.json``, ``checkpoints/{best,last}.ckpt``,
@@ -545,11 +548,15 @@ def train(
         point = resolve_resume(resume) if resume is not None else None
         if point is not None and point.checkpoint is not None:
             check_resumable(point.checkpoint)
-        return _fit(config, point, progress, samples)
+        return _fit(config, point, progress, samples, callbacks)
 
 
 def _fit(
-    config: TrainConfig, point: ResumePoint | None, progress: bool, samples: PreparedSamples | None
+    config: TrainConfig,
+    point: ResumePoint | None,
+    progress: bool,
+    samples: PreparedSamples | None,
+    extra_callbacks: Sequence[Callback] = (),
 ) -> Path:
     checkpoint = point.checkpoint if point is not None else None
     if os.environ.get(RUN_DIR_VARIABLE):
@@ -608,6 +615,7 @@ def _fit(
     trainer_config = config.trainer
     if trainer_config.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor, mode="max", patience=trainer_config.early_stopping_patience))
+    callbacks.extend(extra_callbacks)
     trainer = L.Trainer(
         default_root_dir=run_dir,
         max_epochs=trainer_config.max_epochs,

@@ -31,3 +31,20 @@ def test_a_missing_or_broken_environment_names_the_variable() -> None:
         ServeSettings.from_environment({})
     with pytest.raises(PointsegError, match=SETTINGS_VARIABLE):
         ServeSettings.from_environment({SETTINGS_VARIABLE: '{"checkpoint": 3'})
+
+
+def test_a_workspace_alone_is_enough_and_nothing_at_all_is_one_clear_error(tmp_path: Path) -> None:
+    settings = ServeSettings.checked(workspace=tmp_path)
+    assert settings.checkpoint is None and settings.workspace == tmp_path.resolve()
+    assert ServeSettings.from_environment(settings.to_environment()) == settings
+    with pytest.raises(PointsegError, match=r"nothing to serve: give --checkpoint CKPT .* --workspace DIR"):
+        ServeSettings.checked()
+    with pytest.raises(PointsegError, match=r"--workspace .*missing: no such folder"):
+        ServeSettings.checked(workspace=tmp_path / "missing")
+
+
+def test_a_workspace_is_served_by_one_worker(tmp_path: Path) -> None:
+    from pointseg.serving.server import serve
+
+    with pytest.raises(PointsegError, match="--workers 2 with --workspace"):
+        serve(ServeSettings.checked(workspace=tmp_path), workers=2)

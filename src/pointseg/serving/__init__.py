@@ -6,7 +6,12 @@ cancellation), :mod:`~pointseg.serving.routes` (every route), :mod:`~pointseg.se
 (response models and documented errors), :mod:`~pointseg.serving.app` (builds the app),
 :mod:`~pointseg.serving.server` (uvicorn and its connection timeouts), plus the upload checks
 (:mod:`~pointseg.serving.uploads`, :mod:`~pointseg.serving.body_limit`) and the encoders
-(:mod:`~pointseg.serving.outputs`).
+(:mod:`~pointseg.serving.outputs`). The labelling workspace (``--workspace``):
+:mod:`~pointseg.serving.workspace` (projects, classes and points on disk),
+:mod:`~pointseg.serving.training_queue` and :mod:`~pointseg.serving.training_progress` (one
+training at a time, progress, cancel), :mod:`~pointseg.serving.project_training` (a project's
+clicks through ``pointseg map`` into a run), :mod:`~pointseg.serving.raster_views` (PNG views of
+windows) and :mod:`~pointseg.serving.project_routes` (its routes).
 
 This package module stays light (the command line reads its defaults without importing FastAPI or
 torch).

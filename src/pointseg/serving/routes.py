@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 NOT_READY_RETRY_SECONDS = 5
 INTERNAL_ERROR = "internal error; the server log has the details"
+NO_MODEL = "no model loaded: the server was started without --checkpoint"
 PLACEHOLDER_PAGE = (
     "<!doctype html><meta charset=utf-8><title>pointseg</title>"
     "<p>The pointseg page is not installed yet. The API is documented at <a href=/docs>/docs</a>.</p>"
@@ -48,8 +49,12 @@ router = APIRouter()
 
 
 @router.get("/", include_in_schema=False)
-async def page() -> Response:
-    """The browser page (a placeholder until ``static/index.html`` exists)."""
+async def page(request: Request) -> Response:
+    """The browser page (a placeholder until ``static/index.html`` exists); /label's without a model."""
+    if request.app.state.settings.checkpoint is None:
+        from pointseg.serving.project_routes import label_page
+
+        return label_page()
     index = STATIC_DIR / "index.html"
     return FileResponse(index) if index.is_file() else HTMLResponse(PLACEHOLDER_PAGE)
 
@@ -62,8 +67,9 @@ async def health() -> Status:
 
 @router.get("/ready", responses=NOT_LOADED)
 async def ready(request: Request) -> Status:
-    """The model is loaded and warmed up."""
-    ready_service(request)
+    """The model is loaded and warmed up (a server without a model is ready at once)."""
+    if request.app.state.settings.checkpoint is not None:
+        ready_service(request)
     return Status(status="ready")
 
 
@@ -148,9 +154,12 @@ def ready_service(request: Request) -> ModelService:
     """The loaded model.
 
     Raises:
-        HTTPException: 503 with ``Retry-After`` while the model is loading.
+        HTTPException: 404 when the server has no model (started without ``--checkpoint``), 503
+            with ``Retry-After`` while the model is loading.
     """
     service: ModelService | None = request.app.state.service
+    if request.app.state.settings.checkpoint is None:
+        raise HTTPException(404, NO_MODEL)
     if service is None:
         raise HTTPException(
             503,
@@ -167,8 +176,19 @@ async def read_upload(request: Request, max_upload_bytes: int) -> Upload:
         UploadError: 400 for no ``file`` field, a text field or an empty file, 413 for a file over
             ``max_upload_bytes`` (within the framing allowance), 415 for a non-image.
     """
+    upload, _ = await read_upload_form(request, max_upload_bytes)
+    return upload
+
+
+async def read_upload_form(request: Request, max_upload_bytes: int) -> tuple[Upload, dict[str, str]]:
+    """Read the multipart ``file`` field as :func:`read_upload` does, and the form's text fields.
+
+    Raises:
+        UploadError: as :func:`read_upload`.
+    """
     try:
         async with request.form(max_files=1, max_fields=16) as form:
+            fields = {key: value for key, value in form.items() if isinstance(value, str)}
             file = form.get("file")
             if file is None:
                 raise UploadError(
@@ -184,4 +204,4 @@ async def read_upload(request: Request, max_upload_bytes: int) -> Upload:
         raise UploadError(400, "the upload ended before it was complete (the client disconnected)") from error
     if len(data) > max_upload_bytes:
         raise UploadError(413, upload_limit_message(max_upload_bytes))
-    return Upload.sniff(data, filename)
+    return Upload.sniff(data, filename), fields

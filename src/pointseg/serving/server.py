@@ -84,16 +84,22 @@ def serve(settings: ServeSettings, *, host: str = "127.0.0.1", port: int = 5000,
     environment variable; on the CPU they share the cores (``torch_threads`` = cores // workers).
 
     Raises:
-        PointsegError: for a bad checkpoint or worker count.
+        PointsegError: for a bad checkpoint or worker count (a workspace needs one worker).
     """
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
     if workers < 1:
         raise PointsegError(f"--workers {workers}: expected at least 1")
+    if workers > 1 and settings.workspace is not None:
+        raise PointsegError(
+            f"--workers {workers} with --workspace: a workspace is served by one worker (it runs one "
+            "training at a time); use --workers 1"
+        )
     if workers > 1 and settings.device == "cpu":
         settings = settings.model_copy(update={"torch_threads": max(1, (os.cpu_count() or 1) // workers)})
-    load_trained_model(Path(settings.checkpoint))
+    if settings.checkpoint is not None:
+        load_trained_model(Path(settings.checkpoint))
     os.environ.update(settings.to_environment())
     pointseg_logger = {"handlers": ["default"], "level": "INFO", "propagate": False}
     log_config = {**LOGGING_CONFIG, "loggers": {**LOGGING_CONFIG["loggers"], "pointseg": pointseg_logger}}

@@ -39,6 +39,8 @@ class ModelService:
         """Load the checkpoint and, if ``settings.warmup``, run one tile through the network."""
         if settings.torch_threads is not None:
             torch.set_num_threads(settings.torch_threads)
+        if settings.checkpoint is None:
+            raise ValueError("ModelService.load needs settings with a checkpoint")
         trained = load_trained_model(settings.checkpoint, settings.device)
         evaluation = trained.config.eval
         forward = torch_forward(trained.model, settings.device, settings.precision)

@@ -1,4 +1,4 @@
-"""The settings of one served model: validated once, handed to worker processes as one JSON variable."""
+"""The settings of one server (a model, a workspace, or both): validated once, given to workers as JSON."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pointseg.errors import PointsegError
 from pointseg.inference import Precision
@@ -22,8 +22,13 @@ AtLeastOne = Annotated[int, Field(ge=1)]
 class ServeSettings(BaseModel):
     """What a worker process needs to build the app.
 
+    At least one of ``checkpoint`` and ``workspace`` is given.
+
     Attributes:
-        checkpoint: A checkpoint written by ``pointseg train``.
+        checkpoint: A checkpoint written by ``pointseg train``, or ``None`` for a labelling
+            workspace only (then ``/predict``, ``/preview`` and ``/model`` answer 404).
+        workspace: A folder of images where the labelling page keeps its projects (``/label``,
+            ``/api/...``), or ``None``.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         precision: ``fp32``, or ``bf16`` autocast.
         max_upload_bytes: Largest image file accepted (413 above it, refused while it arrives).
@@ -38,7 +43,8 @@ class ServeSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    checkpoint: Path
+    checkpoint: Path | None = None
+    workspace: Path | None = None
     device: str = "cpu"
     precision: Precision = "fp32"
     max_upload_bytes: AtLeastOne = DEFAULT_MAX_UPLOAD_BYTES
@@ -51,10 +57,26 @@ class ServeSettings(BaseModel):
 
     @field_validator("checkpoint")
     @classmethod
-    def _checkpoint_is_a_file(cls, checkpoint: Path) -> Path:
-        if not checkpoint.is_file():
+    def _checkpoint_is_a_file(cls, checkpoint: Path | None) -> Path | None:
+        if checkpoint is not None and not checkpoint.is_file():
             raise ValueError(f"{checkpoint}: no such checkpoint file")
         return checkpoint
+
+    @field_validator("workspace")
+    @classmethod
+    def _workspace_is_a_folder(cls, workspace: Path | None) -> Path | None:
+        if workspace is not None and not workspace.is_dir():
+            raise ValueError(f"--workspace {workspace}: no such folder; expected a folder of images to label")
+        return None if workspace is None else workspace.resolve()
+
+    @model_validator(mode="after")
+    def _serves_something(self) -> ServeSettings:
+        if self.checkpoint is None and self.workspace is None:
+            raise ValueError(
+                "nothing to serve: give --checkpoint CKPT (a trained model), --workspace DIR (a folder "
+                "of images to label and map), or both"
+            )
+        return self
 
     @field_validator("device")
     @classmethod

@@ -369,3 +369,8 @@ function applyOpacity() {
 page.opacity.addEventListener("input", applyOpacity);
 applyOpacity();
 loadModel();
+
+// A server started with --workspace also serves the labelling page: link to it.
+fetch("/label", { method: "HEAD" }).then((response) => {
+  document.getElementById("label-link").hidden = !response.ok;
+}, () => {});
