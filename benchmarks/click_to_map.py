@@ -16,7 +16,7 @@ Figures are seconds divided by the target (<= 1 holds). The targets are for 2 CP
 nothing else uses; the load average before the run is printed, since other work on the cores
 slows both trainings.
 
-    python -m benchmarks.click_to_map
+    python -m benchmarks.click_to_map [--image IMAGE --mask MASK]   # e.g. a 1-2 megapixel tile of ../shared
 """
 
 from __future__ import annotations
@@ -106,18 +106,22 @@ def click(client: TestClient, project: str, rows: np.ndarray, cols: np.ndarray, 
 
 def main() -> None:
     """Run the loop once and report both times and both maps' mIoU."""
-    argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--image", type=Path, default=IMAGE, help="a Dubai image (default: the bundled one)")
+    parser.add_argument("--mask", type=Path, default=MASK, help="its dense Dubai mask (colour PNG)")
+    args = parser.parse_args()
+    image: Path = args.image
     load = os.getloadavg()[0]
-    mask = read_mask(MASK, dubai.SCHEMA)
+    mask = read_mask(args.mask, dubai.SCHEMA)
     with tempfile.TemporaryDirectory() as work:
         root = Path(work)
-        shutil.copy(IMAGE, root / IMAGE.name)
+        shutil.copy(image, root / image.name)
         with TestClient(build_app(ServeSettings.checked(workspace=root))) as client:
-            project = client.post("/api/projects", json={"name": "dubai", "image": IMAGE.name}).json()["id"]
+            project = client.post("/api/projects", json={"name": "dubai", "image": image.name}).json()["id"]
             sets = {s["source"]: s["classes"] for s in client.get("/api/class-sets").json()["class_sets"]}
             client.put(f"/api/projects/{project}/classes", json={"classes": sets["dubai"]})
             protocol = PointProtocol("per-class", per_class=CLICKS_PER_CLASS, seed=0)
-            points = simulate_points(mask, protocol, IMAGE.stem)
+            points = simulate_points(mask, protocol, image.stem)
             click(client, project, points.rows, points.cols, points.classes)
 
             first_s, first_job, first_times = train(client, project)
@@ -138,7 +142,7 @@ def main() -> None:
             settings = client.app.state.training_defaults  # type: ignore[attr-defined]
 
     setup = (
-        f"{IMAGE.name} {mask.shape[1]}x{mask.shape[0]} px, {len(points)} clicks then "
+        f"{image.name} {mask.shape[1]}x{mask.shape[0]} px, {len(points)} clicks then "
         f"{len(chosen)} corrections; "
         f"{settings.settings.encoder} {settings.settings.epochs} epochs / warm {settings.warm_epochs}, "
         f"{settings.settings.crops_per_image} crops of {settings.settings.crop_size}² per epoch; "
