@@ -33,7 +33,7 @@ function detailText(detail) {
   return detail === undefined ? "" : JSON.stringify(detail);
 }
 
-async function errorFromResponse(response) {
+async function errorFromResponse(response, statusWords = STATUS_WORDS) {
   let detail = "";
   try {
     const body = await response.json();
@@ -41,7 +41,7 @@ async function errorFromResponse(response) {
   } catch {
     detail = response.statusText;
   }
-  const words = STATUS_WORDS[response.status]
+  const words = statusWords[response.status]
     || (response.status >= 500 ? "The server failed" : "The request was refused");
   let message = `${words} (${response.status})`;
   if (detail) message += `: ${detail}`;
@@ -50,8 +50,11 @@ async function errorFromResponse(response) {
   return new ApiError(message, response.status);
 }
 
-/** fetch() that answers 2xx responses and throws an ApiError with a readable message otherwise. */
-async function request(url, options) {
+/**
+ * fetch() that answers 2xx responses and throws an ApiError with a readable message otherwise;
+ * `statusWords` lets a page say what a status means for its own requests.
+ */
+async function request(url, options, statusWords = STATUS_WORDS) {
   let response;
   try {
     response = await fetch(url, options);
@@ -61,7 +64,7 @@ async function request(url, options) {
       0,
     );
   }
-  if (!response.ok) throw await errorFromResponse(response);
+  if (!response.ok) throw await errorFromResponse(response, statusWords);
   return response;
 }
 

@@ -5,14 +5,11 @@
 const TIFF_NAME = /\.tiff?$/i;
 const MB = 1024 * 1024;
 
-// What the status code means, in words; the server's own detail follows it.
-const STATUS_WORDS = {
+// What a status code of /predict or /preview means, in words (api.js adds the server's own detail).
+const PREDICT_STATUS_WORDS = {
+  ...STATUS_WORDS,
   400: "The upload was empty or missing",
-  408: "The upload was too slow",
-  413: "This file is too large",
-  415: "This file is not an image",
   422: "This image could not be read",
-  503: "The server is busy",
   504: "The prediction took too long",
 };
 
@@ -42,22 +39,10 @@ const state = {
   objectUrls: [],
 };
 
-/** An API answer that was not 2xx, or a request that never got an answer. */
-class ApiError extends Error {}
-
-function displayName(name) {
-  return name.replace(/_/g, " ");
-}
-
 function formatSize(bytes) {
   const mb = bytes / MB;
   if (mb < 1) return `${Math.ceil(bytes / 1024)} kB`;
   return `${mb < 10 ? mb.toFixed(1) : Math.round(mb)} MB`;
-}
-
-function formatShare(share) {
-  if (share > 0 && share < 0.001) return "<0.1 %";
-  return `${(share * 100).toFixed(1)} %`;
 }
 
 function stem(name) {
@@ -78,50 +63,10 @@ function setStatus(message) {
   page.status.textContent = message;
 }
 
-/** Turn FastAPI's `detail` (a string, or a list of validation problems) into one sentence. */
-function detailText(detail) {
-  if (typeof detail === "string") return detail;
-  if (Array.isArray(detail)) {
-    return detail.map((item) => (item && item.msg ? item.msg : JSON.stringify(item))).join("; ");
-  }
-  return detail === undefined ? "" : JSON.stringify(detail);
-}
-
-async function errorFromResponse(response) {
-  let detail = "";
-  try {
-    const body = await response.json();
-    detail = detailText(body.detail);
-  } catch {
-    detail = response.statusText;
-  }
-  const words = STATUS_WORDS[response.status]
-    || (response.status >= 500 ? "The server failed" : "The request was refused");
-  let message = `${words} (${response.status})`;
-  if (detail) message += `: ${detail}`;
-  const retryAfter = response.headers.get("Retry-After");
-  if (response.status === 503 && retryAfter) message += ` Try again in ${retryAfter} s.`;
-  return new ApiError(message);
-}
-
-/** fetch() that answers 2xx responses and throws an ApiError with a readable message otherwise. */
-async function request(url, options) {
-  let response;
-  try {
-    response = await fetch(url, options);
-  } catch (failure) {
-    throw new ApiError(
-      `Could not reach the server (${failure.message}). Check that \`pointseg serve\` is still running.`,
-    );
-  }
-  if (!response.ok) throw await errorFromResponse(response);
-  return response;
-}
-
 function postFile(url, file) {
   const form = new FormData();
   form.append("file", file, file.name);
-  return request(url, { method: "POST", body: form });
+  return request(url, { method: "POST", body: form }, PREDICT_STATUS_WORDS);
 }
 
 // ---- model details and legend -------------------------------------------------------------------
@@ -284,26 +229,6 @@ async function segment(file) {
 }
 
 // ---- downloads ------------------------------------------------------------------------------------
-
-function saveBlob(blob, filename) {
-  const link = document.createElement("a");
-  const url = URL.createObjectURL(blob);
-  link.href = url;
-  link.download = filename;
-  document.body.append(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 60000);
-}
-
-/** The filename in `Content-Disposition: attachment; filename="x.tif"` (or filename*=UTF-8''x.tif). */
-function dispositionFilename(header) {
-  if (!header) return null;
-  const encoded = /filename\*\s*=\s*UTF-8''([^;]+)/i.exec(header);
-  if (encoded) return decodeURIComponent(encoded[1].trim());
-  const plain = /filename\s*=\s*"?([^";]+)"?/i.exec(header);
-  return plain ? plain[1].trim() : null;
-}
 
 page.downloadPng.addEventListener("click", () => {
   if (state.pngBlob) saveBlob(state.pngBlob, `${stem(state.file.name)}_classes.png`);
