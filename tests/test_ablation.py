@@ -29,6 +29,7 @@ def write_config(tmp_path: Path, section: object) -> Path:
             "experiment.ablation.steps.0.sett",
         ),
         ({"regime": "nonsense:1", "steps": [{"name": "a"}]}, "regime 'nonsense:1'"),
+        ({"regime": "per-class:10", "steps": [{"name": "a", "on": "b"}, {"name": "b"}]}, "steps.0.on 'b'"),
     ],
 )
 def test_bad_ablation_sections_name_the_field(tmp_path: Path, section: object, message: str) -> None:
@@ -64,6 +65,7 @@ def test_each_step_adds_its_settings_and_the_table_reports_every_run(
                 {"name": "base"},
                 {"name": "focal", "set": ["loss.name=pfce"]},
                 {"name": "flat", "set": ["augment.flips=false"]},
+                {"name": "flat-only", "on": "base", "set": ["augment.flips=false"]},
             ],
         },
     )
@@ -72,13 +74,16 @@ def test_each_step_adds_its_settings_and_the_table_reports_every_run(
         config, out, [0], small_overrides(fake_deepglobe), progress=False, announce=lambda _: None
     )
 
-    assert [row.name for row in rows] == ["base", "focal", "flat", "pixel random forest (points of base)"]
+    steps = ["base", "focal", "flat", "flat-only"]
+    assert [row.name for row in rows] == [*steps, "pixel random forest (points of base)"]
+    assert [row.on.name if row.on else None for row in rows] == [None, "base", "focal", "base", None]
     saved = {
         step: yaml.safe_load((out / step / "runs" / "density-0.2-seed0" / "config.yaml").read_text())
-        for step in ("base", "focal", "flat")
+        for step in steps
     }
-    assert [saved[s]["loss"]["name"] for s in saved] == ["pce", "pfce", "pfce"]  # cumulative
-    assert [saved[s]["augment"]["flips"] for s in saved] == [True, True, False]
+    # each step adds to the one above it, or to the one named by `on`
+    assert [saved[s]["loss"]["name"] for s in steps] == ["pce", "pfce", "pfce", "pce"]
+    assert [saved[s]["augment"]["flips"] for s in steps] == [True, True, False, False]
     assert (out / "base" / "runs" / "forest-density-0.2-seed0" / "test_evaluation.json").is_file()
     assert not (out / "focal" / "runs" / "forest-density-0.2-seed0").exists()
 
@@ -88,9 +93,13 @@ def test_each_step_adds_its_settings_and_the_table_reports_every_run(
         with (out / step / "results.csv").open(newline="") as file:
             assert float(row["miou_mean"]) == pytest.approx(float(next(csv.DictReader(file))["miou"]))
     markdown = (out / "ablation.md").read_text()
-    focal_line = next(line for line in markdown.splitlines() if line.startswith("| focal |"))
+    lines = {line.split("|")[1].strip(): line for line in markdown.splitlines() if line.startswith("| ")}
     change = (float(table[1]["miou_mean"]) - float(table[0]["miou_mean"])) * 100
-    assert f"| {change:+.1f} |" in focal_line
+    assert f"| {change:+.1f} |" in lines["focal"]
+    change = (float(table[3]["miou_mean"]) - float(table[0]["miou_mean"])) * 100
+    assert (
+        lines["flat-only"].startswith("| flat-only | base |") and f"| {change:+.1f} |" in lines["flat-only"]
+    )
 
     checkpoint = out / "focal" / "runs" / "density-0.2-seed0" / "checkpoints" / "last.ckpt"
     before = checkpoint.stat().st_mtime_ns

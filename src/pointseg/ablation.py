@@ -1,7 +1,8 @@
 """``pointseg experiment ablation``: what each added technique is worth, one label regime, one row per step.
 
 The config's ``experiment.ablation`` section names a label regime and a list of steps; each step
-adds settings (``key.path=value``, as ``--set`` takes them) to those of the steps above it::
+adds settings (``key.path=value``, as ``--set`` takes them) to those of the step it builds on: the
+step just above, or the earlier step named by ``on``::
 
     experiment:
       ablation:
@@ -10,13 +11,15 @@ adds settings (``key.path=value``, as ``--set`` takes them) to those of the step
           - {name: base}
           - {name: pretrained, set: [model.encoder=tu-efficientnet_lite0, model.weights=imagenet]}
           - {name: expansion, set: [points.expansion.method=slic]}
+          - {name: propagation, on: pretrained, set: [loss.propagation_weight=0.1]}
 
-Step ``k`` is a :func:`pointseg.experiments.density_sweep` of the regime with the settings of steps
-``1..k`` into ``DIR/<name>/`` (so every row is trained, chosen on validation and scored on the
-dense test masks by the same code as the density sweeps, and a finished step is kept when the
-ablation runs again). The first step also runs the pixel random forest on the same points, so
-the table shows the classical baseline too. ``DIR/ablation.md`` and ``DIR/ablation.csv`` hold
-the table: each step's settings, test mIoU, the change from the row above, and training time.
+Each step is a :func:`pointseg.experiments.density_sweep` of the regime with its settings and those
+of the steps it builds on, into ``DIR/<name>/`` (so every row is trained, chosen on validation and
+scored on the dense test masks by the same code as the density sweeps, and a finished step is
+kept when the ablation runs again). The first step also runs the pixel random forest on the same
+points, so the table shows the classical baseline too. ``DIR/ablation.md`` and ``DIR/ablation.csv``
+hold the table: each step's settings, test mIoU, the change from the step it builds on, and
+training time.
 """
 
 from __future__ import annotations
@@ -47,11 +50,15 @@ from pointseg.runs import write_json
 
 @dataclass
 class AblationRow:
-    """One row of the table: a step (or the forest baseline), its added settings and its runs."""
+    """One row of the table: a step (or the forest baseline), its added settings and its runs.
+
+    ``on`` is the row the step builds on (None for the first step and the forest).
+    """
 
     name: str
     added: list[str]
     summary: RegimeSummary
+    on: AblationRow | None = None
 
 
 def read_ablation(config_path: Path) -> AblationSection:
@@ -75,10 +82,30 @@ def read_ablation(config_path: Path) -> AblationSection:
             "such as per-class:10 (the forest baseline is added by the ablation itself)"
         )
     names = [step.name.lower() for step in section.steps]
-    for name in names:
-        if names.count(name) > 1:
-            raise PointsegError(f"{config_path}: experiment.ablation.steps: the name {name!r} is used twice")
+    for index, step in enumerate(section.steps):
+        if names.count(names[index]) > 1:
+            raise PointsegError(
+                f"{config_path}: experiment.ablation.steps: the name {names[index]!r} is used twice"
+            )
+        if step.on is not None and step.on.lower() not in names[:index]:
+            raise PointsegError(
+                f"{config_path}: experiment.ablation.steps.{index}.on {step.on!r}: expected the name of an "
+                f"earlier step ({', '.join(names[:index]) or 'none before the first'})"
+            )
     return section
+
+
+def step_settings(section: AblationSection) -> dict[str, tuple[list[str], str | None]]:
+    """Each step's settings with those of the steps it builds on, and the name of the step it builds on."""
+    resolved: dict[str, tuple[list[str], str | None]] = {}
+    previous: str | None = None
+    by_name = {step.name.lower(): step.name for step in section.steps}
+    for step in section.steps:
+        on = by_name[step.on.lower()] if step.on is not None else previous
+        inherited = resolved[on][0] if on is not None else []
+        resolved[step.name] = ([*inherited, *step.settings], on)
+        previous = step.name
+    return resolved
 
 
 def ablation(
@@ -115,31 +142,35 @@ def ablation(
     section = read_ablation(config_path)
     forest = f"forest:{section.regime}"
     started = datetime.now()
-    rows: list[AblationRow] = []
-    added: list[str] = list(overrides)
+    rows: dict[str, AblationRow] = {}
+    settings = step_settings(section)
     for number, step in enumerate(section.steps, start=1):
-        added = [*added, *step.settings]
+        added, on = settings[step.name]
         regimes = [section.regime, forest] if number == 1 else [section.regime]
         adds = " ".join(step.settings) or "as configured"
-        announce(f"ablation step {number}/{len(section.steps)}: {step.name} ({adds})")
+        announce(
+            f"ablation step {number}/{len(section.steps)}: {step.name} ({adds}{f' on {on}' if on else ''})"
+        )
         results = density_sweep(
             config_path,
             out / step.name,
             regimes,
             seeds,
-            added,
+            [*overrides, *added],
             progress=progress,
             device=device,
             announce=announce,
             track=track,
         )
         summaries = {s.regime.spec: s for s in summarise(results)}
-        rows.append(AblationRow(step.name, list(step.settings), summaries[section.regime]))
+        rows[step.name] = AblationRow(
+            step.name, list(step.settings), summaries[section.regime], rows[on] if on else None
+        )
         if number == 1:
             baseline = AblationRow(f"pixel random forest (points of {step.name})", [], summaries[forest])
-    rows.append(baseline)
-    write_ablation_table(out, section, rows, list(overrides), started)
-    return rows
+    table = [*rows.values(), baseline]
+    write_ablation_table(out, section, table, list(overrides), started)
+    return table
 
 
 def write_ablation_table(
@@ -148,10 +179,11 @@ def write_ablation_table(
     """Write ``ablation.csv`` (one row per step and seed-mean) and ``ablation.md``."""
     write_csv(
         out / "ablation.csv",
-        ["step", "added", "miou_mean", "miou_std", "seeds", "train_minutes", "folder"],
+        ["step", "on", "added", "miou_mean", "miou_std", "seeds", "train_minutes", "folder"],
         [
             {
                 "step": row.name,
+                "on": row.on.name if row.on else None,
                 "added": " ".join(row.added),
                 "miou_mean": row.summary.miou_mean,
                 "miou_std": row.summary.miou_std,
@@ -166,25 +198,24 @@ def write_ablation_table(
     lines = [
         f"# Ablation: {regime.name} ({regime.description})",
         "",
-        "Each step adds its settings to those of the steps above it; every row is trained on the same "
-        "points, its best checkpoint chosen on the validation split, and scored (macro mIoU, one confusion "
-        "matrix) on the dense masks of the test split by the code of `pointseg experiment density`; "
-        "each step's folder holds its full report (results.md, per-class IoU, runs).",
+        "Each step adds its settings to those of the step it builds on (`on`); every row is trained on "
+        "the same points, its best checkpoint chosen on the validation split, and scored (macro mIoU, one "
+        "confusion matrix) on the dense masks of the test split by the code of `pointseg experiment "
+        "density`; each step's folder holds its full report (results.md, per-class IoU, runs). The "
+        "change is against the step it builds on.",
         "",
-        "| step | adds | test mIoU (%) | change | training (min) |",
-        "|---|---|---:|---:|---:|",
+        "| step | on | adds | test mIoU (%) | change | training (min) |",
+        "|---|---|---|---:|---:|---:|",
     ]
-    previous = None
     for row in rows:
         summary = row.summary
         spread = "" if summary.miou_std is None else f" ± {percent(summary.miou_std)}"
         miou = percent(summary.miou_mean) + spread
         forest = summary.regime.forest
-        change = "" if previous is None or forest else f"{(summary.miou_mean - previous) * 100:+.1f}"
+        change = "" if row.on is None else f"{(summary.miou_mean - row.on.summary.miou_mean) * 100:+.1f}"
         adds = "" if forest else (", ".join(f"`{s}`" for s in row.added) or "(the config as it is)")
-        lines.append(f"| {row.name} | {adds} | {miou} | {change} | {summary.train_minutes:.2f} |")
-        if not forest:
-            previous = summary.miou_mean
+        on = row.on.name if row.on else ""
+        lines.append(f"| {row.name} | {on} | {adds} | {miou} | {change} | {summary.train_minutes:.2f} |")
     lines += [
         "",
         "Training time of a self-training step is that of the run plus its rounds. The forest's time is its "

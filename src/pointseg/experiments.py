@@ -270,12 +270,16 @@ def plan_density_sweep(
 
 
 class AblationStep(BaseModel):
-    """One row of an ablation: a name and the settings it adds to the rows above it."""
+    """One row of an ablation: a name, the settings it adds, and the earlier step it adds them to.
+
+    ``on`` names that step; by default it is the step just above.
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
     settings: list[str] = Field(default_factory=list, alias="set")
+    on: str | None = None
 
 
 class AblationSection(BaseModel):
