@@ -97,6 +97,20 @@ def test_projects_are_created_listed_and_described(client: TestClient) -> None:
     assert [p["id"] for p in client.get("/api/projects").json()["projects"]] == [project]
 
 
+def test_one_damaged_project_does_not_hide_the_others(client: TestClient, root: Path) -> None:
+    good, damaged, unreadable = (new_project(client, clicks=False) for _ in range(3))
+    folders = root / ".pointseg" / "projects"
+    (folders / damaged / "points.geojson").write_text('{"features": [{"properties": {}}]}')
+    (folders / unreadable / "project.json").write_bytes(b"\xff\xfe not utf-8")
+    answer = client.get("/api/projects")
+    assert answer.status_code == 200, answer.text
+    listed = {p["id"]: p for p in answer.json()["projects"]}
+    assert set(listed) == {good, damaged}
+    assert "error" not in listed[good] and listed[good]["points_per_class"]["water"] == 0
+    assert "points.geojson: unreadable" in listed[damaged]["error"] and listed[damaged]["name"] == "test"
+    assert client.get(f"/api/projects/{unreadable}").status_code == 404
+
+
 def test_project_creation_errors(client: TestClient, root: Path) -> None:
     cases = [
         ({"json": {"name": "x", "image": "../ws/plain.png"}}, 422, "not a raster of this workspace"),

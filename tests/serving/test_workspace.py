@@ -186,3 +186,13 @@ def test_a_points_file_damaged_by_hand_is_named_not_a_crash(store: Workspace) ->
     with pytest.raises(WorkspaceError, match=r"points.geojson: unreadable \(KeyError") as error:
         project.points()
     assert error.value.status_code == 422
+
+
+def test_a_project_json_that_is_not_utf8_is_a_404_and_the_others_stay_listed(store: Workspace) -> None:
+    kept = store.create_project(NewProject(name="kept", image="plain.png"))
+    broken = store.create_project(NewProject(name="broken", image="plain.png"))
+    (broken.folder / "project.json").write_bytes(b'{"name": "\xff\xfe"}')
+    with pytest.raises(WorkspaceError, match="project.json is unreadable") as error:
+        store.project(broken.id)
+    assert error.value.status_code == 404
+    assert [p.id for p in store.projects()] == [kept.id]

@@ -197,8 +197,20 @@ def describe_project(request: Request, found: Project) -> dict[str, Any]:
 
 @router.get("/api/projects", responses=ERRORS)
 def list_projects(request: Request) -> dict[str, list[dict[str, Any]]]:
-    """Every project of the workspace, oldest first."""
-    return {"projects": [describe_project(request, found) for found in workspace(request).projects()]}
+    """Every project of the workspace, oldest first; one with damaged files is listed with its `error`.
+
+    A project whose ``project.json`` cannot be read, or whose folder goes away during the listing,
+    is left out; one whose points or runs cannot be read is listed with ``project.json``'s fields
+    and ``"error"``: what is wrong with it. Either way the other projects stay listed.
+    """
+    listed = []
+    for found in workspace(request).projects():
+        try:
+            listed.append(describe_project(request, found))
+        except WorkspaceError as error:
+            if error.status_code != 404:
+                listed.append({**found.record.model_dump(mode="json"), "error": str(error)})
+    return {"projects": listed}
 
 
 @router.post(

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from affine import Affine
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from pointseg.errors import PointsegError
 from pointseg.points import PIXEL_COORDINATES, class_key
@@ -239,6 +239,7 @@ class Project:
                 for p in (feature["properties"] for feature in features)
             ]
         except (OSError, ValueError, KeyError, TypeError) as error:
+            self.require_folder()  # a folder deleted while reading is a 404, not a damaged file
             raise WorkspaceError(
                 422,
                 f"{self.points_path}: unreadable ({type(error).__name__}: {error}); expected the "
@@ -469,7 +470,7 @@ class Workspace:
             raise WorkspaceError(404, f"no project {project_id!r} in this workspace")
         try:
             record = ProjectRecord.model_validate_json((folder / "project.json").read_text())
-        except (OSError, ValidationError) as error:
+        except (OSError, ValueError) as error:  # ValidationError and UnicodeDecodeError are ValueErrors
             raise WorkspaceError(
                 404, f"project {project_id}: project.json is unreadable ({error})"
             ) from error
