@@ -196,3 +196,13 @@ def test_a_project_json_that_is_not_utf8_is_a_404_and_the_others_stay_listed(sto
         store.project(broken.id)
     assert error.value.status_code == 404
     assert [p.id for p in store.projects()] == [kept.id]
+
+
+def test_a_point_of_a_class_removed_by_another_request_is_refused(store: Workspace) -> None:
+    project = store.create_project(NewProject(name="p", image="plain.png"))
+    project.set_classes(classes("water", "forest"))
+    stale = store.project(project.id)  # loaded by a request before the other one changed the classes
+    project.set_classes(classes("water"))
+    with pytest.raises(WorkspaceError, match="'forest' is not a class of this project"):
+        stale.add_point(click(3, 4, "forest"))
+    assert project.points() == []

@@ -316,6 +316,7 @@ class Project:
                 already has a point, 404 if the project is gone.
         """
         with self.workspace.lock:
+            self._reload()
             points = self.points()
             if len(points) >= MAX_POINTS:
                 raise WorkspaceError(422, f"the project has {len(points)} points, the most one can hold")
@@ -332,6 +333,7 @@ class Project:
             WorkspaceError: 404 for an unknown point, else as :meth:`add_point`.
         """
         with self.workspace.lock:
+            self._reload()
             points = self.points()
             old = self._find(points, point_id)
             row, col = self._pixel(
@@ -369,6 +371,7 @@ class Project:
                 has points would disappear (removed or renamed).
         """
         with self.workspace.lock:
+            self._reload()
             keys = [class_key(c.name) for c in update.classes]
             repeated = sorted({c.name for c in update.classes if keys.count(class_key(c.name)) > 1})
             if repeated:
@@ -387,6 +390,11 @@ class Project:
                 )
             self.record = self.record.model_copy(update={"classes": list(update.classes)})
             self.save()
+
+    def _reload(self) -> None:
+        """Re-read ``project.json``, under the lock: another request may have changed the classes."""
+        self.require_folder()
+        self.record = self.workspace.project(self.id).record
 
     def save(self) -> None:
         """Rewrite ``project.json``."""
