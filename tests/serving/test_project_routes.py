@@ -392,6 +392,25 @@ def test_a_project_deleted_underneath_is_a_404_and_its_queued_training_fails(
     assert not (root / ".pointseg" / "projects" / other).exists()
 
 
+def test_a_run_folder_damaged_by_hand_is_a_409_naming_it(client: TestClient, root: Path) -> None:
+    project = new_project(client)
+    runs = root / ".pointseg" / "projects" / project / "runs"
+    (runs / "1").mkdir(parents=True)
+    (runs / "1" / "report.json").write_text('{"maps": [], "checkpoint": "../../project.json"}')
+    (runs / "1" / "run.json").write_text("{}")
+    (runs / "2").mkdir()
+    (runs / "2" / "report.json").write_text("{}")  # no run.json: an incomplete run is no run
+    base = f"/api/projects/{project}"
+    for path in ("/map.png?run=1", "/confidence.png", "/export/map.zip", "/export/checkpoint.ckpt"):
+        answer = client.get(f"{base}{path}")
+        assert answer.status_code == 409, (path, answer.text)
+        assert "run 1" in answer.json()["detail"] and "damaged" in answer.json()["detail"]
+    assert client.get(f"{base}/map.png?run=2").status_code == 404
+    assert client.get(base).json()["runs"] == []  # the damaged run is left out of the summary
+    warm = client.post(f"{base}/train", json={"warm_start": True})
+    assert warm.status_code == 409 and "run 1" in warm.json()["detail"]
+
+
 def test_the_routes_are_in_openapi_with_their_request_models(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     paths = schema["paths"]

@@ -192,7 +192,7 @@ def test_a_project_json_that_is_not_utf8_is_a_404_and_the_others_stay_listed(sto
     kept = store.create_project(NewProject(name="kept", image="plain.png"))
     broken = store.create_project(NewProject(name="broken", image="plain.png"))
     (broken.folder / "project.json").write_bytes(b'{"name": "\xff\xfe"}')
-    with pytest.raises(WorkspaceError, match="project.json is unreadable") as error:
+    with pytest.raises(WorkspaceError, match=r"project\.json is unreadable") as error:
         store.project(broken.id)
     assert error.value.status_code == 404
     assert [p.id for p in store.projects()] == [kept.id]

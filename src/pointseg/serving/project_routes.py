@@ -31,6 +31,7 @@ from pointseg.serving.openapi import UPLOAD_ERRORS, ErrorBody
 from pointseg.serving.project_training import (
     MAX_EPOCHS,
     TrainingDefaults,
+    damaged_run,
     last_checkpoint,
     run_files,
     run_summary,
@@ -317,6 +318,8 @@ def train(request: Request, found: ProjectDep, body: TrainRequest | None = None)
     warm_start = has_run if body.warm_start is None else body.warm_start
     if warm_start and not has_run:
         raise WorkspaceError(422, "warm_start: the project has no finished run to start from yet")
+    if warm_start:
+        last_checkpoint(found)  # a damaged last run: 409 now, not a failed job later
     defaults: TrainingDefaults = request.app.state.training_defaults
     epochs = body.epochs or (defaults.warm_epochs if warm_start else defaults.settings.epochs)
     queue = training_queue(request)
@@ -366,9 +369,12 @@ def export_map(
             write_class_polygons(class_map, gpkg, schema, defaults.settings.min_area)
         files.append(gpkg)
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in files:
-            archive.write(path, path.name)
+    try:
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in files:
+                archive.write(path, path.name)
+    except OSError as error:
+        raise damaged_run(class_map.parent, error) from error
     name = f"{class_map.stem}_run{class_map.parent.name}.zip"
     return Response(buffer.getvalue(), media_type="application/zip", headers=attachment(name))
 

@@ -47,6 +47,8 @@ MAX_IMAGES_LISTED = 1000
 MAX_POINTS = 10_000
 """Points per project (a click is one point: far more than a person places)."""
 UPLOAD_SUFFIXES = {"GTiff": ".tif", "PNG": ".png", "JPEG": ".jpg"}
+RUN_RECORDS = ("report.json", "run.json")
+"""The files that make a folder ``runs/<n>`` a finished run (written before its rename into place)."""
 
 ClassName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
 HexColor = Annotated[str, StringConstraints(pattern=r"^#[0-9A-Fa-f]{6}$")]
@@ -402,10 +404,21 @@ class Project:
         write_json_file(self.folder / "project.json", self.record.model_dump(mode="json"))
 
     def run_numbers(self) -> list[int]:
-        """The numbers of the finished runs, in order."""
-        if not self.runs_folder.is_dir():
+        """The numbers of the finished runs (folders ``runs/<n>`` with the run's records), in order.
+
+        Raises:
+            WorkspaceError: 404 when the project folder is gone.
+        """
+        try:
+            folders = list(self.runs_folder.iterdir()) if self.runs_folder.is_dir() else []
+        except OSError:
+            self.require_folder()
             return []
-        return sorted(int(p.name) for p in self.runs_folder.iterdir() if p.name.isdigit() and p.is_dir())
+        return sorted(
+            int(folder.name)
+            for folder in folders
+            if folder.name.isdigit() and all((folder / name).is_file() for name in RUN_RECORDS)
+        )
 
     def run_folder(self, number: int | None) -> Path:
         """The folder of run ``number`` (default: the last run).
