@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from workspace_data import CLASSES, TRANSFORM, write_workspace
 
+from pointseg.errors import PointsegError
 from pointseg.points import import_points
+from pointseg.serving.settings import ServeSettings
 from pointseg.serving.workspace import (
     ClassesUpdate,
     ClassSpec,
@@ -206,3 +208,32 @@ def test_a_point_of_a_class_removed_by_another_request_is_refused(store: Workspa
     with pytest.raises(WorkspaceError, match="'forest' is not a class of this project"):
         stale.add_point(click(3, 4, "forest"))
     assert project.points() == []
+
+
+def test_symbolic_links_never_lead_outside_the_workspace(store: Workspace, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(store.root / "plain.png", outside / "secret.png")
+    (outside / "model.ckpt").write_bytes(b"not read")
+    (store.root / "linked.png").symlink_to(outside / "secret.png")
+    (store.root / "linked.ckpt").symlink_to(outside / "model.ckpt")
+    (store.root / "inside.png").symlink_to(store.root / "plain.png")
+    assert {image["path"] for image in store.images()} == {"maps/scene.tif", "plain.png", "inside.png"}
+    assert "linked.ckpt" not in store.checkpoints()
+    project = store.create_project(NewProject(name="p", image="plain.png"))
+    record = json.loads((project.folder / "project.json").read_text())
+    record["image"]["path"] = "../outside/secret.png"
+    (project.folder / "project.json").write_text(json.dumps(record))
+    with pytest.raises(WorkspaceError, match="outside") as error:
+        _ = store.project(project.id).image_path
+    assert error.value.status_code == 422
+
+
+def test_a_state_folder_that_is_a_link_is_refused_at_startup(tmp_path: Path) -> None:
+    root = write_workspace(tmp_path / "ws")
+    (tmp_path / "elsewhere").mkdir()
+    (root / ".pointseg").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(PointsegError, match=r"\.pointseg is a symbolic link"):
+        Workspace(root)
+    with pytest.raises(PointsegError, match=r"--workspace .*\.pointseg is a symbolic link"):
+        ServeSettings.checked(workspace=root)

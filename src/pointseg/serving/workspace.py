@@ -182,6 +182,20 @@ def new_id(taken: set[str] | frozenset[str] = frozenset(), length: int = 12) -> 
     return candidate
 
 
+def state_folder_problem(root: Path) -> str | None:
+    """Why ``root/.pointseg`` cannot keep the projects (it or its ``projects`` is a link), or ``None``.
+
+    A link would put the projects, and every write, outside the workspace folder.
+    """
+    for folder in (root / STATE_FOLDER, root / STATE_FOLDER / "projects"):
+        if folder.is_symlink():
+            return (
+                f"{folder} is a symbolic link (to {folder.resolve()}); the workspace keeps its projects "
+                "inside its folder only: make it a real folder, or remove it"
+            )
+    return None
+
+
 def write_json_file(path: Path, data: Any) -> None:
     """Write JSON atomically (temporary file beside ``path``, then rename)."""
     with atomic_output(path) as temporary:
@@ -203,9 +217,21 @@ class Project:
 
     @property
     def image_path(self) -> Path:
-        """The image file."""
-        base = self.workspace.root if self.record.image.source == "workspace" else self.folder
-        return base / self.record.image.path
+        """The image file (symbolic links resolved).
+
+        Raises:
+            WorkspaceError: 422 when ``project.json``'s image path (edited by hand) leads outside the
+                workspace folder (or, for an upload, outside the project folder).
+        """
+        base = self.workspace.root if self.record.image.source == "workspace" else self.folder.resolve()
+        path = (base / self.record.image.path).resolve()
+        if not path.is_relative_to(base):
+            raise WorkspaceError(
+                422,
+                f"project {self.id}: project.json's image path {self.record.image.path!r} leads to {path}, "
+                f"outside {base}; expected a file below it",
+            )
+        return path
 
     @property
     def points_path(self) -> Path:
@@ -439,9 +465,21 @@ class Workspace:
     """The images below a folder and the projects kept in its ``.pointseg/projects``."""
 
     def __init__(self, root: Path) -> None:
+        """Open the workspace of ``root``.
+
+        Raises:
+            PointsegError: when its state folder is a symbolic link (see :func:`state_folder_problem`).
+        """
         self.root = root.resolve()
+        problem = state_folder_problem(self.root)
+        if problem is not None:
+            raise PointsegError(problem)
         self.projects_folder = self.root / STATE_FOLDER / "projects"
         self.lock = threading.RLock()
+
+    def inside(self, path: Path) -> bool:
+        """Whether ``path``, its symbolic links resolved, lies below the workspace folder."""
+        return path.resolve().is_relative_to(self.root)
 
     def _image_files(self) -> dict[str, Path]:
         """Rasters below the folder by their path relative to it, sorted (hidden folders left out)."""
@@ -450,7 +488,12 @@ class Workspace:
             subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
             for name in sorted(files):
                 path = Path(folder) / name
-                if not name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                if (
+                    not name.startswith(".")
+                    and path.suffix.lower() in IMAGE_SUFFIXES
+                    and path.is_file()
+                    and self.inside(path)
+                ):
                     found[path.relative_to(self.root).as_posix()] = path
                 if len(found) >= MAX_IMAGES_LISTED:
                     return dict(sorted(found.items()))
@@ -475,8 +518,8 @@ class Workspace:
         for folder, subfolders, files in os.walk(self.root):
             subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
             for name in sorted(files):
-                if name.endswith(".ckpt") and len(found) < MAX_IMAGES_LISTED:
-                    path = Path(folder) / name
+                path = Path(folder) / name
+                if name.endswith(".ckpt") and len(found) < MAX_IMAGES_LISTED and self.inside(path):
                     found[path.relative_to(self.root).as_posix()] = path
         return found
 
@@ -487,7 +530,7 @@ class Workspace:
             WorkspaceError: 404 for an unknown id or a folder deleted underneath.
         """
         folder = self.projects_folder / project_id
-        if not PROJECT_ID.match(project_id) or not (folder / "project.json").is_file():
+        if not PROJECT_ID.match(project_id) or folder.is_symlink() or not (folder / "project.json").is_file():
             raise WorkspaceError(404, f"no project {project_id!r} in this workspace")
         try:
             record = ProjectRecord.model_validate_json((folder / "project.json").read_text())
