@@ -24,6 +24,7 @@ from workspace_data import CLASSES, TINY, new_project, wait_for, write_workspace
 
 from pointseg.checkpoint import load_trained_model
 from pointseg.gis_outputs import read_class_names_tag
+from pointseg.serving import project_routes
 from pointseg.serving.app import build_app
 from pointseg.serving.settings import ServeSettings
 
@@ -85,6 +86,19 @@ def test_images_and_class_sets(client: TestClient, root: Path, checkpoint: Path)
     sets = {entry["source"]: entry["classes"] for entry in client.get("/api/class-sets").json()["class_sets"]}
     assert {"deepglobe", "landcoverai", "dubai", "checkpoint:maps/model.ckpt"} <= set(sets)
     assert sets["dubai"][0] == {"name": "building", "color": "#3C1098"}
+
+
+def test_class_sets_read_each_checkpoint_once_per_version(
+    client: TestClient, root: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(checkpoint, root / "maps" / "model.ckpt")
+    reads: list[Path] = []
+    original = project_routes.read_checkpoint
+    monkeypatch.setattr(project_routes, "read_checkpoint", lambda path: reads.append(path) or original(path))
+    project_routes.checkpoint_classes.cache_clear()
+    first, second = (client.get("/api/class-sets").json() for _ in range(2))
+    assert first == second and len(reads) == 1
+    assert "checkpoint:maps/model.ckpt" in {entry["source"] for entry in first["class_sets"]}
 
 
 def test_projects_are_created_listed_and_described(client: TestClient) -> None:

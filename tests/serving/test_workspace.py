@@ -237,3 +237,11 @@ def test_a_state_folder_that_is_a_link_is_refused_at_startup(tmp_path: Path) -> 
         Workspace(root)
     with pytest.raises(PointsegError, match=r"--workspace .*\.pointseg is a symbolic link"):
         ServeSettings.checked(workspace=root)
+
+
+def test_the_folder_walk_stops_at_its_cap(store: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("a", "b", "c"):
+        (store.root / f"{name}.ckpt").write_bytes(b"x")
+    monkeypatch.setattr("pointseg.serving.workspace.MAX_IMAGES_LISTED", 2)
+    assert list(store.checkpoints()) == ["a.ckpt", "b.ckpt"]
+    assert len(store._image_files()) == 2

@@ -10,6 +10,7 @@ or query that does not parse. Blocking work (files, rasters) runs in FastAPI's t
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import zipfile
@@ -166,11 +167,23 @@ def class_sets(request: Request) -> dict[str, list[dict[str, Any]]]:
     sets = [{"source": name, "classes": classes_of(schema)} for name, schema in BUILTIN_SCHEMAS.items()]
     for relative, path in workspace(request).checkpoints().items():
         try:
-            schema = ClassSchema.from_dict(read_checkpoint(path)["hyper_parameters"]["schema"], str(path))
-        except PointsegError:
+            status = path.stat()
+        except OSError:
             continue
-        sets.append({"source": f"checkpoint:{relative}", "classes": classes_of(schema)})
+        classes = checkpoint_classes(path, status.st_size, status.st_mtime_ns)
+        if classes is not None:
+            sets.append({"source": f"checkpoint:{relative}", "classes": list(classes)})
     return {"class_sets": sets}
+
+
+@functools.lru_cache(maxsize=256)
+def checkpoint_classes(path: Path, size: int, modified_ns: int) -> tuple[dict[str, str], ...] | None:
+    """The classes of a checkpoint (``None`` if it is no pointseg checkpoint), read once per file version."""
+    try:
+        schema = ClassSchema.from_dict(read_checkpoint(path)["hyper_parameters"]["schema"], str(path))
+    except PointsegError:
+        return None
+    return tuple(classes_of(schema))
 
 
 def classes_of(schema: ClassSchema) -> list[dict[str, str]]:

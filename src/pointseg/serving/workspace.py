@@ -26,7 +26,7 @@ import re
 import secrets
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -481,8 +481,12 @@ class Workspace:
         """Whether ``path``, its symbolic links resolved, lies below the workspace folder."""
         return path.resolve().is_relative_to(self.root)
 
-    def _image_files(self) -> dict[str, Path]:
-        """Rasters below the folder by their path relative to it, sorted (hidden folders left out)."""
+    def _files(self, suffixes: Collection[str]) -> dict[str, Path]:
+        """Files below the folder with one of ``suffixes`` (lower case), by relative path, sorted.
+
+        Hidden files and folders (``.pointseg`` among them) are left out, and files whose symbolic
+        links lead outside the folder; the walk stops at :data:`MAX_IMAGES_LISTED` files.
+        """
         found: dict[str, Path] = {}
         for folder, subfolders, files in os.walk(self.root):
             subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
@@ -490,14 +494,18 @@ class Workspace:
                 path = Path(folder) / name
                 if (
                     not name.startswith(".")
-                    and path.suffix.lower() in IMAGE_SUFFIXES
+                    and path.suffix.lower() in suffixes
                     and path.is_file()
                     and self.inside(path)
                 ):
                     found[path.relative_to(self.root).as_posix()] = path
-                if len(found) >= MAX_IMAGES_LISTED:
-                    return dict(sorted(found.items()))
+                    if len(found) >= MAX_IMAGES_LISTED:
+                        return dict(sorted(found.items()))
         return dict(sorted(found.items()))
+
+    def _image_files(self) -> dict[str, Path]:
+        """Rasters below the folder by their path relative to it (see :meth:`_files`)."""
+        return self._files(IMAGE_SUFFIXES)
 
     def images(self) -> list[dict[str, Any]]:
         """The readable rasters below the folder: path, width, height, bands and CRS."""
@@ -513,15 +521,8 @@ class Workspace:
         return listed
 
     def checkpoints(self) -> dict[str, Path]:
-        """``.ckpt`` files below the folder (hidden folders left out) by relative path."""
-        found: dict[str, Path] = {}
-        for folder, subfolders, files in os.walk(self.root):
-            subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-            for name in sorted(files):
-                path = Path(folder) / name
-                if name.endswith(".ckpt") and len(found) < MAX_IMAGES_LISTED and self.inside(path):
-                    found[path.relative_to(self.root).as_posix()] = path
-        return found
+        """``.ckpt`` files below the folder by relative path (see :meth:`_files`)."""
+        return self._files((".ckpt",))
 
     def project(self, project_id: str) -> Project:
         """The project with this id.
