@@ -110,7 +110,15 @@ def train_project(
         settings = replace(
             defaults.settings, schema=project.schema(classes), epochs=job.epochs, weights=weights
         )
-        report = map_images([project.image_path], points, out, settings, progress=False, callbacks=callbacks)
+        report = map_images(
+            [project.image_path],
+            points,
+            out,
+            settings,
+            progress=False,
+            callbacks=callbacks,
+            on_tiles=lambda tiles: job.check_cancelled(),  # a cancel stops the mapping too
+        )
         job.check_cancelled()
         shutil.copy(points, out / "points.geojson")
         run_info: dict[str, Any] = {

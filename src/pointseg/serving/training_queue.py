@@ -5,8 +5,8 @@ Jobs wait in a FIFO queue and run one at a time in a worker thread, so the serve
 while a model trains. A Lightning callback (:mod:`pointseg.serving.training_progress`, imported
 only when a job runs, since Lightning is heavy) feeds each job's epoch, loss, held-out point
 accuracy and time left, and stops the job at its next batch once it is cancelled, by raising
-:class:`TrainingCancelled` inside Lightning's loop. Jobs live in memory: a restarted server has
-none (finished runs are on disk).
+:class:`TrainingCancelled` inside Lightning's loop (and between batches of tiles while it maps).
+Jobs live in memory: a restarted server has none (finished runs are on disk).
 """
 
 from __future__ import annotations
