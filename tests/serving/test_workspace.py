@@ -245,3 +245,25 @@ def test_the_folder_walk_stops_at_its_cap(store: Workspace, monkeypatch: pytest.
     monkeypatch.setattr("pointseg.serving.workspace.MAX_IMAGES_LISTED", 2)
     assert list(store.checkpoints()) == ["a.ckpt", "b.ckpt"]
     assert len(store._image_files()) == 2
+
+
+def test_a_failed_or_killed_creation_leaves_no_project_folder(
+    store: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = (store.root / "plain.png").read_bytes()
+    store.projects_folder.mkdir(parents=True)
+    killed = store.projects_folder / ".0123456789ab.999999999-0123456789ab.staging"  # of a dead process
+    killed.mkdir()
+    (killed / "image.png").write_bytes(data)
+
+    def disk_full(path: Path, data: object) -> None:
+        raise OSError("no space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("pointseg.serving.workspace.write_json_file", disk_full)
+        with pytest.raises(OSError, match="no space left"):
+            store.create_upload_project("up", data, "PNG")
+    assert list(store.projects_folder.iterdir()) == []
+    project = store.create_upload_project("up", data, "PNG")
+    assert [p.name for p in store.projects_folder.iterdir()] == [project.id]
+    assert sorted(p.name for p in project.folder.iterdir()) == ["image.png", "project.json"]

@@ -11,14 +11,17 @@ project in ``DIR/.pointseg/projects/<id>/``:
   properties ``id``, ``class``, ``row`` and ``col``;
 - ``runs/<n>/``: the finished trainings (see :mod:`pointseg.serving.project_training`).
 
-Every file is written atomically (temporary name, then rename), after every change. Ids are made
+Every file is written atomically (temporary name, then rename), after every change, and a new
+project folder appears whole (built in a hidden staging folder, then renamed). Ids are made
 by the server; a name sent by a client never becomes a path (an image is looked up among the
-files found below ``DIR``). A project folder deleted underneath is a 404, never a 500, and no
-write recreates it.
+files found below ``DIR``), and nothing is read outside ``DIR``: files whose symbolic links lead
+out of it are not offered, and a ``.pointseg`` that is a link is refused. A project folder
+deleted underneath is a 404, never a 500, and no write recreates it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -37,7 +40,14 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from pointseg.errors import PointsegError
 from pointseg.points import PIXEL_COORDINATES, class_key
-from pointseg.raster import IMAGE_SUFFIXES, RasterInfo, atomic_output, raster_info
+from pointseg.raster import (
+    IMAGE_SUFFIXES,
+    RasterInfo,
+    atomic_output,
+    raster_info,
+    remove_stale_work_files,
+    work_tag,
+)
 from pointseg.schema import ClassSchema, parse_color
 
 STATE_FOLDER = ".pointseg"
@@ -552,11 +562,30 @@ class Workspace:
                 continue
         yield from sorted(found, key=lambda project: project.record.created)
 
-    def _new_project(self, name: str, image: ImageRecord, project_id: str) -> Project:
+    @contextlib.contextmanager
+    def _staged_project(self) -> Iterator[tuple[str, Path]]:
+        """A new id and an empty staging folder that becomes the project folder by one rename.
+
+        The rename happens only if the block succeeds, so a failed or killed creation leaves no
+        project folder; left-over staging folders of dead processes are removed first.
+        """
+        with self.lock:
+            self.projects_folder.mkdir(parents=True, exist_ok=True)
+            remove_stale_work_files(self.projects_folder)
+            project_id = new_id(self._taken_ids())
+            staging = self.projects_folder / f".{project_id}.{work_tag()}.staging"
+            staging.mkdir()
+            try:
+                yield project_id, staging
+                os.replace(staging, self.projects_folder / project_id)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+
+    @staticmethod
+    def _write_record(folder: Path, project_id: str, name: str, image: ImageRecord) -> ProjectRecord:
         record = ProjectRecord(id=project_id, name=name, image=image, classes=[], created=now())
-        project = Project(self, self.projects_folder / project_id, record)
-        write_json_file(project.folder / "project.json", record.model_dump(mode="json"))
-        return project
+        write_json_file(folder / "project.json", record.model_dump(mode="json"))
+        return record
 
     def create_project(self, request: NewProject) -> Project:
         """A project on a workspace image.
@@ -575,26 +604,24 @@ class Workspace:
             info = raster_info(path)
         except PointsegError as error:
             raise WorkspaceError(422, str(error)) from error
-        with self.lock:
-            project_id = new_id(self._taken_ids())
-            return self._new_project(
-                request.name, ImageRecord.from_info("workspace", request.image, info), project_id
-            )
+        image = ImageRecord.from_info("workspace", request.image, info)
+        with self._staged_project() as (project_id, staging):
+            record = self._write_record(staging, project_id, request.name, image)
+        return Project(self, self.projects_folder / project_id, record)
 
     def create_upload_project(self, name: str, data: bytes, driver: str) -> Project:
         """A project on an uploaded image (already checked), kept as ``image.<ext>`` in the project folder."""
-        with self.lock:
-            project_id = new_id(self._taken_ids())
-            folder = self.projects_folder / project_id
-            image = folder / f"image{UPLOAD_SUFFIXES[driver]}"
-            with atomic_output(image) as temporary:
-                temporary.write_bytes(data)
+        with self._staged_project() as (project_id, staging):
+            image = staging / f"image{UPLOAD_SUFFIXES[driver]}"
+            image.write_bytes(data)
             try:
                 info = raster_info(image)
             except PointsegError as error:
-                shutil.rmtree(folder, ignore_errors=True)
                 raise WorkspaceError(422, str(error).replace(str(image), "the upload")) from error
-            return self._new_project(name, ImageRecord.from_info("upload", image.name, info), project_id)
+            record = self._write_record(
+                staging, project_id, name, ImageRecord.from_info("upload", image.name, info)
+            )
+        return Project(self, self.projects_folder / project_id, record)
 
     def _taken_ids(self) -> set[str]:
         return {p.name for p in self.projects_folder.iterdir()} if self.projects_folder.is_dir() else set()
