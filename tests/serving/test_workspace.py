@@ -267,3 +267,12 @@ def test_a_failed_or_killed_creation_leaves_no_project_folder(
     project = store.create_upload_project("up", data, "PNG")
     assert [p.name for p in store.projects_folder.iterdir()] == [project.id]
     assert sorted(p.name for p in project.folder.iterdir()) == ["image.png", "project.json"]
+
+
+def test_a_points_file_with_infinity_is_named_not_a_crash(store: Workspace) -> None:
+    project = store.create_project(NewProject(name="p", image="plain.png"))
+    properties = '{"id": "a", "class": "water", "row": Infinity, "col": 1}'
+    project.points_path.write_text('{"features": [{"properties": ' + properties + "}]}")
+    with pytest.raises(WorkspaceError, match=r"points\.geojson: unreadable \(OverflowError") as error:
+        project.points()
+    assert error.value.status_code == 422

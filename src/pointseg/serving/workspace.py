@@ -276,7 +276,7 @@ class Project:
                 Point(str(p["id"]), int(p["row"]), int(p["col"]), str(p["class"]))
                 for p in (feature["properties"] for feature in features)
             ]
-        except (OSError, ValueError, KeyError, TypeError) as error:
+        except (OSError, ValueError, KeyError, TypeError, OverflowError) as error:  # Infinity: OverflowError
             self.require_folder()  # a folder deleted while reading is a 404, not a damaged file
             raise WorkspaceError(
                 422,
