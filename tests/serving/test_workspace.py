@@ -260,7 +260,7 @@ def test_a_failed_or_killed_creation_leaves_no_project_folder(
         raise OSError("no space left on device")
 
     with monkeypatch.context() as patch:
-        patch.setattr("pointseg.serving.workspace.write_json_file", disk_full)
+        patch.setattr("pointseg.serving.workspace.write_json", disk_full)
         with pytest.raises(OSError, match="no space left"):
             store.create_upload_project("up", data, "PNG")
     assert list(store.projects_folder.iterdir()) == []
@@ -276,3 +276,13 @@ def test_a_points_file_with_infinity_is_named_not_a_crash(store: Workspace) -> N
     with pytest.raises(WorkspaceError, match=r"points\.geojson: unreadable \(OverflowError") as error:
         project.points()
     assert error.value.status_code == 422
+
+
+def test_only_a_folder_named_exactly_as_an_id_is_a_project(store: Workspace) -> None:
+    project = store.create_project(NewProject(name="p", image="plain.png"))
+    look_alike = store.projects_folder / f"{project.id}\n"  # "$" of a plain match accepts the newline
+    shutil.copytree(project.folder, look_alike)
+    with pytest.raises(WorkspaceError, match="no project") as error:
+        store.project(look_alike.name)
+    assert error.value.status_code == 404
+    assert [p.folder.name for p in store.projects()] == [project.id]

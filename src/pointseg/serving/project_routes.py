@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from pointseg.checkpoint import read_checkpoint
@@ -54,10 +54,6 @@ from pointseg.serving.workspace import (
     WorkspaceError,
 )
 
-LABEL_PLACEHOLDER = (
-    "<!doctype html><meta charset=utf-8><title>pointseg</title>"
-    "<p>The labelling page is not installed yet. The API is documented at <a href=/docs>/docs</a>.</p>"
-)
 NO_WORKSPACE = "no workspace: this server was started without --workspace DIR"
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "A body or query that does not parse."},
@@ -140,9 +136,8 @@ ProjectDep = Annotated[Project, Depends(project)]
 
 
 def label_page() -> Response:
-    """The labelling page (a placeholder until ``static/label.html`` exists)."""
-    page = STATIC_DIR / "label.html"
-    return FileResponse(page) if page.is_file() else HTMLResponse(LABEL_PLACEHOLDER)
+    """The labelling page, ``static/label.html``."""
+    return FileResponse(STATIC_DIR / "label.html")
 
 
 @router.get("/label", include_in_schema=False)

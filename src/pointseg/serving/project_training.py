@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 from pointseg.errors import PointsegError
 from pointseg.mapping import MapSettings, map_images
 from pointseg.raster import remove_stale_work_files, work_tag
+from pointseg.runs import write_json
 from pointseg.schema import ClassSchema
-from pointseg.serving.workspace import ClassSpec, Project, WorkspaceError, class_schema, now, write_json_file
+from pointseg.serving.workspace import ClassSpec, Project, WorkspaceError, class_schema, now
 
 if TYPE_CHECKING:
     from lightning.pytorch.callbacks import Callback
@@ -131,7 +132,7 @@ def train_project(
             "train_seconds": report.seconds["train"],
             "finished": now(),
         }
-        write_json_file(out / "run.json", run_info)
+        write_json(out / "run.json", run_info)
         with project.workspace.lock:
             project.require_folder()
             number = max(project.run_numbers(), default=0) + 1

@@ -43,16 +43,16 @@ from pointseg.points import PIXEL_COORDINATES, class_key
 from pointseg.raster import (
     IMAGE_SUFFIXES,
     RasterInfo,
-    atomic_output,
     raster_info,
     remove_stale_work_files,
     work_tag,
 )
+from pointseg.runs import write_json
 from pointseg.schema import ClassSchema, parse_color
 
 STATE_FOLDER = ".pointseg"
 """The workspace's own folder inside ``DIR``; never offered as images."""
-PROJECT_ID = re.compile(r"^[0-9a-f]{12}$")
+PROJECT_ID = re.compile(r"[0-9a-f]{12}")
 MAX_IMAGES_LISTED = 1000
 MAX_POINTS = 10_000
 """Points per project (a click is one point: far more than a person places)."""
@@ -206,12 +206,6 @@ def state_folder_problem(root: Path) -> str | None:
     return None
 
 
-def write_json_file(path: Path, data: Any) -> None:
-    """Write JSON atomically (temporary file beside ``path``, then rename)."""
-    with atomic_output(path) as temporary:
-        temporary.write_text(json.dumps(data, indent=1) + "\n")
-
-
 class Project:
     """One project folder; the workspace's lock guards every change."""
 
@@ -313,7 +307,7 @@ class Project:
 
     def _write_points(self, points: list[Point]) -> None:
         self.require_folder()
-        write_json_file(self.points_path, self.collection(points))
+        write_json(self.points_path, self.collection(points))
 
     def _pixel(self, row: float, col: float) -> tuple[int, int]:
         image = self.record.image
@@ -437,7 +431,7 @@ class Project:
     def save(self) -> None:
         """Rewrite ``project.json``."""
         self.require_folder()
-        write_json_file(self.folder / "project.json", self.record.model_dump(mode="json"))
+        write_json(self.folder / "project.json", self.record.model_dump(mode="json"))
 
     def run_numbers(self) -> list[int]:
         """The numbers of the finished runs (folders ``runs/<n>`` with the run's records), in order.
@@ -541,7 +535,11 @@ class Workspace:
             WorkspaceError: 404 for an unknown id or a folder deleted underneath.
         """
         folder = self.projects_folder / project_id
-        if not PROJECT_ID.match(project_id) or folder.is_symlink() or not (folder / "project.json").is_file():
+        if (
+            not PROJECT_ID.fullmatch(project_id)
+            or folder.is_symlink()
+            or not (folder / "project.json").is_file()
+        ):
             raise WorkspaceError(404, f"no project {project_id!r} in this workspace")
         try:
             record = ProjectRecord.model_validate_json((folder / "project.json").read_text())
@@ -584,7 +582,7 @@ class Workspace:
     @staticmethod
     def _write_record(folder: Path, project_id: str, name: str, image: ImageRecord) -> ProjectRecord:
         record = ProjectRecord(id=project_id, name=name, image=image, classes=[], created=now())
-        write_json_file(folder / "project.json", record.model_dump(mode="json"))
+        write_json(folder / "project.json", record.model_dump(mode="json"))
         return record
 
     def create_project(self, request: NewProject) -> Project:
