@@ -13,6 +13,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -94,7 +95,12 @@ def test_class_sets_read_each_checkpoint_once_per_version(
     shutil.copy(checkpoint, root / "maps" / "model.ckpt")
     reads: list[Path] = []
     original = project_routes.read_checkpoint
-    monkeypatch.setattr(project_routes, "read_checkpoint", lambda path: reads.append(path) or original(path))
+
+    def counted(path: Path) -> dict[str, Any]:
+        reads.append(path)
+        return original(path)
+
+    monkeypatch.setattr(project_routes, "read_checkpoint", counted)
     project_routes.checkpoint_classes.cache_clear()
     first, second = (client.get("/api/class-sets").json() for _ in range(2))
     assert first == second and len(reads) == 1
