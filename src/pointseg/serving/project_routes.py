@@ -192,7 +192,7 @@ def describe_project(request: Request, found: Project) -> dict[str, Any]:
     for number in found.run_numbers():
         try:
             runs.append(run_summary(found.runs_folder / str(number)))
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             continue  # a run folder damaged by hand is left out
     queue = training_queue(request)
     job = queue.active(found.id)
