@@ -490,6 +490,7 @@ def map_images(
     progress: bool = True,
     announce: Callable[[str], None] | None = None,
     callbacks: Sequence[Callback] = (),
+    on_tiles: Callable[[int], None] | None = None,
 ) -> MapReport:
     """Train on the clicked points of ``images`` and write their class maps into ``out``.
 
@@ -505,6 +506,8 @@ def map_images(
         progress: Show Lightning's progress bar.
         announce: Called with a line of text before each step.
         callbacks: More Lightning callbacks for the training (see :func:`pointseg.training.train`).
+        on_tiles: Called with the tile count after each batch of tiles of the mapping; what it
+            raises stops the mapping (nothing is written to ``out`` then).
 
     Raises:
         PointsegError: for any bad input, before training starts whenever it can be known then.
@@ -570,7 +573,9 @@ def map_images(
         model = torch_inference_model(
             load_trained_model(checkpoint, settings.device), settings.device, "fp32"
         )
-        results = predict_files(model, list(placed), staging, device=settings.device, confidence=True)
+        results = predict_files(
+            model, list(placed), staging, device=settings.device, confidence=True, on_tiles=on_tiles
+        )
         confusion = np.zeros((schema.num_classes, schema.num_classes), dtype=np.int64)
         maps = []
         for result in results:

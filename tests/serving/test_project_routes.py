@@ -13,6 +13,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -24,6 +25,7 @@ from workspace_data import CLASSES, TINY, new_project, wait_for, write_workspace
 
 from pointseg.checkpoint import load_trained_model
 from pointseg.gis_outputs import read_class_names_tag
+from pointseg.serving import project_routes
 from pointseg.serving.app import build_app
 from pointseg.serving.settings import ServeSettings
 
@@ -87,6 +89,24 @@ def test_images_and_class_sets(client: TestClient, root: Path, checkpoint: Path)
     assert sets["dubai"][0] == {"name": "building", "color": "#3C1098"}
 
 
+def test_class_sets_read_each_checkpoint_once_per_version(
+    client: TestClient, root: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(checkpoint, root / "maps" / "model.ckpt")
+    reads: list[Path] = []
+    original = project_routes.read_checkpoint
+
+    def counted(path: Path) -> dict[str, Any]:
+        reads.append(path)
+        return original(path)
+
+    monkeypatch.setattr(project_routes, "read_checkpoint", counted)
+    project_routes.checkpoint_classes.cache_clear()
+    first, second = (client.get("/api/class-sets").json() for _ in range(2))
+    assert first == second and len(reads) == 1
+    assert "checkpoint:maps/model.ckpt" in {entry["source"] for entry in first["class_sets"]}
+
+
 def test_projects_are_created_listed_and_described(client: TestClient) -> None:
     project = new_project(client, clicks=False)
     described = client.get(f"/api/projects/{project}").json()
@@ -95,6 +115,20 @@ def test_projects_are_created_listed_and_described(client: TestClient) -> None:
     assert described["points_per_class"] == {"water": 0, "forest": 0, "urban": 0}
     assert described["runs"] == [] and described["job"] is None
     assert [p["id"] for p in client.get("/api/projects").json()["projects"]] == [project]
+
+
+def test_one_damaged_project_does_not_hide_the_others(client: TestClient, root: Path) -> None:
+    good, damaged, unreadable = (new_project(client, clicks=False) for _ in range(3))
+    folders = root / ".pointseg" / "projects"
+    (folders / damaged / "points.geojson").write_text('{"features": [{"properties": {}}]}')
+    (folders / unreadable / "project.json").write_bytes(b"\xff\xfe not utf-8")
+    answer = client.get("/api/projects")
+    assert answer.status_code == 200, answer.text
+    listed = {p["id"]: p for p in answer.json()["projects"]}
+    assert set(listed) == {good, damaged}
+    assert "error" not in listed[good] and listed[good]["points_per_class"]["water"] == 0
+    assert "points.geojson: unreadable" in listed[damaged]["error"] and listed[damaged]["name"] == "test"
+    assert client.get(f"/api/projects/{unreadable}").status_code == 404
 
 
 def test_project_creation_errors(client: TestClient, root: Path) -> None:
@@ -376,6 +410,25 @@ def test_a_project_deleted_underneath_is_a_404_and_its_queued_training_fails(
     finished = wait_for(client, job["id"])
     assert finished["state"] == "failed" and f"no project '{other}'" in finished["message"]
     assert not (root / ".pointseg" / "projects" / other).exists()
+
+
+def test_a_run_folder_damaged_by_hand_is_a_409_naming_it(client: TestClient, root: Path) -> None:
+    project = new_project(client)
+    runs = root / ".pointseg" / "projects" / project / "runs"
+    (runs / "1").mkdir(parents=True)
+    (runs / "1" / "report.json").write_text('{"maps": [], "checkpoint": "../../project.json"}')
+    (runs / "1" / "run.json").write_text("{}")
+    (runs / "2").mkdir()
+    (runs / "2" / "report.json").write_text("{}")  # no run.json: an incomplete run is no run
+    base = f"/api/projects/{project}"
+    for path in ("/map.png?run=1", "/confidence.png", "/export/map.zip", "/export/checkpoint.ckpt"):
+        answer = client.get(f"{base}{path}")
+        assert answer.status_code == 409, (path, answer.text)
+        assert "run 1" in answer.json()["detail"] and "damaged" in answer.json()["detail"]
+    assert client.get(f"{base}/map.png?run=2").status_code == 404
+    assert client.get(base).json()["runs"] == []  # the damaged run is left out of the summary
+    warm = client.post(f"{base}/train", json={"warm_start": True})
+    assert warm.status_code == 409 and "run 1" in warm.json()["detail"]
 
 
 def test_the_routes_are_in_openapi_with_their_request_models(client: TestClient) -> None:

@@ -44,6 +44,23 @@ def test_a_window_is_read_alone_resampled_to_the_width_asked(
     assert (np.diff(shown[0, :, 0].astype(int)) >= 0).all()  # still a left-to-right gradient
 
 
+def test_only_the_bands_shown_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bands = np.arange(6, dtype=np.uint8)[:, None, None] * 40 + np.zeros((6, 32, 32), dtype=np.uint8)
+    path = write_raster(tmp_path / "six.tif", bands, UTM, TRANSFORM)
+    raster_views.image_limits(path)
+    shapes: list[object] = []
+    original = rasterio.io.DatasetReader.read
+
+    def spy(self: rasterio.io.DatasetReader, *args: object, **kwargs: object) -> np.ndarray:
+        pixels = original(self, *args, **kwargs)
+        shapes.append(pixels.shape)
+        return pixels
+
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", spy)
+    assert decode(image_view(path, ViewWindow(width=8))).shape == (8, 8, 3)
+    assert shapes == [(3, 8, 8)]  # bands 1-3 only, not the six
+
+
 def test_window_checks() -> None:
     with pytest.raises(WorkspaceError, match="not inside the image") as error:
         ViewWindow(x0=10, x1=5).placed(64, 64)

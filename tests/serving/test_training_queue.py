@@ -128,3 +128,25 @@ def test_progress_and_time_left() -> None:
     assert job.eta_s == pytest.approx(5.0)
     described = job.to_dict(0)
     assert described["position"] == 0 and described["eta_s"] == 5.0 and described["elapsed_s"] >= 5
+
+
+def test_a_cancel_that_comes_too_late_leaves_a_done_job_that_says_so() -> None:
+    finishing = threading.Event()
+    proceed = threading.Event()
+
+    def outcome(job: TrainingJob) -> int:
+        finishing.set()
+        proceed.wait(30)  # the run is written; a cancel now comes too late to stop it
+        return 1
+
+    runner = GatedRunner(outcome)
+    queue = TrainingQueue(runner)
+    job = queue.submit("a", 1, False)
+    runner.release(job)
+    until(finishing.is_set)
+    assert queue.cancel(job.id).message.startswith("cancelling")
+    proceed.set()
+    until(lambda: job.state in ("done", "cancelled", "failed"))
+    assert (job.state, job.message, job.run) == ("done", "run 1 is ready", 1)
+    assert queue.position(job) is None and queue.active("a") is None
+    queue.close()

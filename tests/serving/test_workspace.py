@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from workspace_data import CLASSES, TRANSFORM, write_workspace
 
+from pointseg.errors import PointsegError
 from pointseg.points import import_points
+from pointseg.serving.settings import ServeSettings
 from pointseg.serving.workspace import (
     ClassesUpdate,
     ClassSpec,
@@ -186,3 +188,101 @@ def test_a_points_file_damaged_by_hand_is_named_not_a_crash(store: Workspace) ->
     with pytest.raises(WorkspaceError, match=r"points.geojson: unreadable \(KeyError") as error:
         project.points()
     assert error.value.status_code == 422
+
+
+def test_a_project_json_that_is_not_utf8_is_a_404_and_the_others_stay_listed(store: Workspace) -> None:
+    kept = store.create_project(NewProject(name="kept", image="plain.png"))
+    broken = store.create_project(NewProject(name="broken", image="plain.png"))
+    (broken.folder / "project.json").write_bytes(b'{"name": "\xff\xfe"}')
+    with pytest.raises(WorkspaceError, match=r"project\.json is unreadable") as error:
+        store.project(broken.id)
+    assert error.value.status_code == 404
+    assert [p.id for p in store.projects()] == [kept.id]
+
+
+def test_a_point_of_a_class_removed_by_another_request_is_refused(store: Workspace) -> None:
+    project = store.create_project(NewProject(name="p", image="plain.png"))
+    project.set_classes(classes("water", "forest"))
+    stale = store.project(project.id)  # loaded by a request before the other one changed the classes
+    project.set_classes(classes("water"))
+    with pytest.raises(WorkspaceError, match="'forest' is not a class of this project"):
+        stale.add_point(click(3, 4, "forest"))
+    assert project.points() == []
+
+
+def test_symbolic_links_never_lead_outside_the_workspace(store: Workspace, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(store.root / "plain.png", outside / "secret.png")
+    (outside / "model.ckpt").write_bytes(b"not read")
+    (store.root / "linked.png").symlink_to(outside / "secret.png")
+    (store.root / "linked.ckpt").symlink_to(outside / "model.ckpt")
+    (store.root / "inside.png").symlink_to(store.root / "plain.png")
+    assert {image["path"] for image in store.images()} == {"maps/scene.tif", "plain.png", "inside.png"}
+    assert "linked.ckpt" not in store.checkpoints()
+    project = store.create_project(NewProject(name="p", image="plain.png"))
+    record = json.loads((project.folder / "project.json").read_text())
+    record["image"]["path"] = "../outside/secret.png"
+    (project.folder / "project.json").write_text(json.dumps(record))
+    with pytest.raises(WorkspaceError, match="outside") as error:
+        _ = store.project(project.id).image_path
+    assert error.value.status_code == 422
+
+
+def test_a_state_folder_that_is_a_link_is_refused_at_startup(tmp_path: Path) -> None:
+    root = write_workspace(tmp_path / "ws")
+    (tmp_path / "elsewhere").mkdir()
+    (root / ".pointseg").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(PointsegError, match=r"\.pointseg is a symbolic link"):
+        Workspace(root)
+    with pytest.raises(PointsegError, match=r"--workspace .*\.pointseg is a symbolic link"):
+        ServeSettings.checked(workspace=root)
+
+
+def test_the_folder_walk_stops_at_its_cap(store: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("a", "b", "c"):
+        (store.root / f"{name}.ckpt").write_bytes(b"x")
+    monkeypatch.setattr("pointseg.serving.workspace.MAX_IMAGES_LISTED", 2)
+    assert list(store.checkpoints()) == ["a.ckpt", "b.ckpt"]
+    assert len(store._image_files()) == 2
+
+
+def test_a_failed_or_killed_creation_leaves_no_project_folder(
+    store: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = (store.root / "plain.png").read_bytes()
+    store.projects_folder.mkdir(parents=True)
+    killed = store.projects_folder / ".0123456789ab.999999999-0123456789ab.staging"  # of a dead process
+    killed.mkdir()
+    (killed / "image.png").write_bytes(data)
+
+    def disk_full(path: Path, data: object) -> None:
+        raise OSError("no space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("pointseg.serving.workspace.write_json", disk_full)
+        with pytest.raises(OSError, match="no space left"):
+            store.create_upload_project("up", data, "PNG")
+    assert list(store.projects_folder.iterdir()) == []
+    project = store.create_upload_project("up", data, "PNG")
+    assert [p.name for p in store.projects_folder.iterdir()] == [project.id]
+    assert sorted(p.name for p in project.folder.iterdir()) == ["image.png", "project.json"]
+
+
+def test_a_points_file_with_infinity_is_named_not_a_crash(store: Workspace) -> None:
+    project = store.create_project(NewProject(name="p", image="plain.png"))
+    properties = '{"id": "a", "class": "water", "row": Infinity, "col": 1}'
+    project.points_path.write_text('{"features": [{"properties": ' + properties + "}]}")
+    with pytest.raises(WorkspaceError, match=r"points\.geojson: unreadable \(OverflowError") as error:
+        project.points()
+    assert error.value.status_code == 422
+
+
+def test_only_a_folder_named_exactly_as_an_id_is_a_project(store: Workspace) -> None:
+    project = store.create_project(NewProject(name="p", image="plain.png"))
+    look_alike = store.projects_folder / f"{project.id}\n"  # "$" of a plain match accepts the newline
+    shutil.copytree(project.folder, look_alike)
+    with pytest.raises(WorkspaceError, match="no project") as error:
+        store.project(look_alike.name)
+    assert error.value.status_code == 404
+    assert [p.folder.name for p in store.projects()] == [project.id]

@@ -10,6 +10,7 @@ or query that does not parse. Blocking work (files, rasters) runs in FastAPI's t
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import zipfile
@@ -18,7 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from pointseg.checkpoint import read_checkpoint
@@ -31,6 +32,7 @@ from pointseg.serving.openapi import UPLOAD_ERRORS, ErrorBody
 from pointseg.serving.project_training import (
     MAX_EPOCHS,
     TrainingDefaults,
+    damaged_run,
     last_checkpoint,
     run_files,
     run_summary,
@@ -52,10 +54,6 @@ from pointseg.serving.workspace import (
     WorkspaceError,
 )
 
-LABEL_PLACEHOLDER = (
-    "<!doctype html><meta charset=utf-8><title>pointseg</title>"
-    "<p>The labelling page is not installed yet. The API is documented at <a href=/docs>/docs</a>.</p>"
-)
 NO_WORKSPACE = "no workspace: this server was started without --workspace DIR"
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "A body or query that does not parse."},
@@ -138,9 +136,8 @@ ProjectDep = Annotated[Project, Depends(project)]
 
 
 def label_page() -> Response:
-    """The labelling page (a placeholder until ``static/label.html`` exists)."""
-    page = STATIC_DIR / "label.html"
-    return FileResponse(page) if page.is_file() else HTMLResponse(LABEL_PLACEHOLDER)
+    """The labelling page, ``static/label.html``."""
+    return FileResponse(STATIC_DIR / "label.html")
 
 
 @router.get("/label", include_in_schema=False)
@@ -165,11 +162,23 @@ def class_sets(request: Request) -> dict[str, list[dict[str, Any]]]:
     sets = [{"source": name, "classes": classes_of(schema)} for name, schema in BUILTIN_SCHEMAS.items()]
     for relative, path in workspace(request).checkpoints().items():
         try:
-            schema = ClassSchema.from_dict(read_checkpoint(path)["hyper_parameters"]["schema"], str(path))
-        except PointsegError:
+            status = path.stat()
+        except OSError:
             continue
-        sets.append({"source": f"checkpoint:{relative}", "classes": classes_of(schema)})
+        classes = checkpoint_classes(path, status.st_size, status.st_mtime_ns)
+        if classes is not None:
+            sets.append({"source": f"checkpoint:{relative}", "classes": list(classes)})
     return {"class_sets": sets}
+
+
+@functools.lru_cache(maxsize=256)
+def checkpoint_classes(path: Path, size: int, modified_ns: int) -> tuple[dict[str, str], ...] | None:
+    """The classes of a checkpoint (``None`` if it is no pointseg checkpoint), read once per file version."""
+    try:
+        schema = ClassSchema.from_dict(read_checkpoint(path)["hyper_parameters"]["schema"], str(path))
+    except PointsegError:
+        return None
+    return tuple(classes_of(schema))
 
 
 def classes_of(schema: ClassSchema) -> list[dict[str, str]]:
@@ -183,7 +192,7 @@ def describe_project(request: Request, found: Project) -> dict[str, Any]:
     for number in found.run_numbers():
         try:
             runs.append(run_summary(found.runs_folder / str(number)))
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             continue  # a run folder damaged by hand is left out
     queue = training_queue(request)
     job = queue.active(found.id)
@@ -197,8 +206,20 @@ def describe_project(request: Request, found: Project) -> dict[str, Any]:
 
 @router.get("/api/projects", responses=ERRORS)
 def list_projects(request: Request) -> dict[str, list[dict[str, Any]]]:
-    """Every project of the workspace, oldest first."""
-    return {"projects": [describe_project(request, found) for found in workspace(request).projects()]}
+    """Every project of the workspace, oldest first; one with damaged files is listed with its `error`.
+
+    A project whose ``project.json`` cannot be read, or whose folder goes away during the listing,
+    is left out; one whose points or runs cannot be read is listed with ``project.json``'s fields
+    and ``"error"``: what is wrong with it. Either way the other projects stay listed.
+    """
+    listed = []
+    for found in workspace(request).projects():
+        try:
+            listed.append(describe_project(request, found))
+        except WorkspaceError as error:
+            if error.status_code != 404:
+                listed.append({**found.record.model_dump(mode="json"), "error": str(error)})
+    return {"projects": listed}
 
 
 @router.post(
@@ -305,6 +326,8 @@ def train(request: Request, found: ProjectDep, body: TrainRequest | None = None)
     warm_start = has_run if body.warm_start is None else body.warm_start
     if warm_start and not has_run:
         raise WorkspaceError(422, "warm_start: the project has no finished run to start from yet")
+    if warm_start:
+        last_checkpoint(found)  # a damaged last run: 409 now, not a failed job later
     defaults: TrainingDefaults = request.app.state.training_defaults
     epochs = body.epochs or (defaults.warm_epochs if warm_start else defaults.settings.epochs)
     queue = training_queue(request)
@@ -354,9 +377,12 @@ def export_map(
             write_class_polygons(class_map, gpkg, schema, defaults.settings.min_area)
         files.append(gpkg)
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in files:
-            archive.write(path, path.name)
+    try:
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in files:
+                archive.write(path, path.name)
+    except OSError as error:
+        raise damaged_run(class_map.parent, error) from error
     name = f"{class_map.stem}_run{class_map.parent.name}.zip"
     return Response(buffer.getvalue(), media_type="application/zip", headers=attachment(name))
 

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 from pointseg.errors import PointsegError
 from pointseg.mapping import MapSettings, map_images
 from pointseg.raster import remove_stale_work_files, work_tag
+from pointseg.runs import write_json
 from pointseg.schema import ClassSchema
-from pointseg.serving.workspace import ClassSpec, Project, WorkspaceError, class_schema, now, write_json_file
+from pointseg.serving.workspace import ClassSpec, Project, WorkspaceError, class_schema, now
 
 if TYPE_CHECKING:
     from lightning.pytorch.callbacks import Callback
@@ -110,7 +111,15 @@ def train_project(
         settings = replace(
             defaults.settings, schema=project.schema(classes), epochs=job.epochs, weights=weights
         )
-        report = map_images([project.image_path], points, out, settings, progress=False, callbacks=callbacks)
+        report = map_images(
+            [project.image_path],
+            points,
+            out,
+            settings,
+            progress=False,
+            callbacks=callbacks,
+            on_tiles=lambda tiles: job.check_cancelled(),  # a cancel stops the mapping too
+        )
         job.check_cancelled()
         shutil.copy(points, out / "points.geojson")
         run_info: dict[str, Any] = {
@@ -123,10 +132,12 @@ def train_project(
             "train_seconds": report.seconds["train"],
             "finished": now(),
         }
-        write_json_file(out / "run.json", run_info)
+        write_json(out / "run.json", run_info)
         with project.workspace.lock:
             project.require_folder()
             number = max(project.run_numbers(), default=0) + 1
+            while (project.runs_folder / str(number)).exists():  # a damaged run folder left by hand
+                number += 1
             project.runs_folder.mkdir(exist_ok=True)
             os.replace(out, project.runs_folder / str(number))
         return number
@@ -140,14 +151,34 @@ def train_project(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def damaged_run(folder: Path, error: Exception) -> WorkspaceError:
+    """The 409 of a run folder damaged (or emptied) by hand, naming the run and what is wrong."""
+    return WorkspaceError(
+        409,
+        f"run {folder.name} ({folder}) is damaged ({type(error).__name__}: {error}); expected the files "
+        "a training writes; delete that folder or train again",
+    )
+
+
+def run_file(folder: Path, relative: str) -> Path:
+    """A file of a run named in its ``report.json``, refused unless it is an existing file in the run."""
+    path = (folder / relative).resolve()
+    if not path.is_relative_to(folder.resolve()) or not path.is_file():
+        raise FileNotFoundError(f"{relative} is not a file of the run")
+    return path
+
+
 def last_checkpoint(project: Project, number: int | None = None) -> Path:
     """The ``last.ckpt`` of run ``number`` (default: the last run).
 
     Raises:
-        WorkspaceError: 404 when there is no such run.
+        WorkspaceError: 404 when there is no such run, 409 when its files are damaged.
     """
     folder = project.run_folder(number)
-    return folder / json.loads((folder / "report.json").read_text())["checkpoint"]
+    try:
+        return run_file(folder, str(json.loads((folder / "report.json").read_text())["checkpoint"]))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise damaged_run(folder, error) from error
 
 
 def run_summary(folder: Path) -> dict[str, Any]:
@@ -168,9 +199,20 @@ def run_summary(folder: Path) -> dict[str, Any]:
 
 
 def run_files(folder: Path) -> tuple[Path, Path, ClassSchema]:
-    """A run's class map, its confidence raster, and the classes it was trained on."""
-    report = json.loads((folder / "report.json").read_text())
-    class_map = folder / next(name for name in report["maps"] if name.endswith("_classes.tif"))
-    confidence = class_map.with_name(class_map.name.removesuffix("_classes.tif") + "_confidence.tif")
-    classes = [ClassSpec.model_validate(c) for c in json.loads((folder / "run.json").read_text())["classes"]]
-    return class_map, confidence, class_schema(f"run {folder.name}", classes)
+    """A run's class map, its confidence raster, and the classes it was trained on.
+
+    Raises:
+        WorkspaceError: 409 when the run's files are missing or damaged.
+    """
+    try:
+        report = json.loads((folder / "report.json").read_text())
+        name = next((str(name) for name in report["maps"] if str(name).endswith("_classes.tif")), None)
+        if name is None:
+            raise KeyError("no *_classes.tif among the maps of report.json")
+        class_map = run_file(folder, name)
+        confidence = run_file(folder, name.removesuffix("_classes.tif") + "_confidence.tif")
+        run_info = json.loads((folder / "run.json").read_text())
+        classes = [ClassSpec.model_validate(c) for c in run_info["classes"]]
+        return class_map, confidence, class_schema(f"run {folder.name}", classes)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise damaged_run(folder, error) from error

@@ -78,15 +78,18 @@ def image_limits(path: Path) -> np.ndarray:
     return _limits(path, status.st_size, status.st_mtime_ns)
 
 
-def _read(path: Path, view: ViewWindow, resampling: Resampling) -> np.ndarray:
+def _read(path: Path, view: ViewWindow, resampling: Resampling, shown: bool = False) -> np.ndarray:
+    """``(C, H, W)`` pixels of the window: the bands shown (1-3, or 1) when ``shown``, else band 1."""
     with open_raster(path) as dataset:
         window, shape = view.placed(dataset.width, dataset.height)
-        return dataset.read(window=window, out_shape=(dataset.count, *shape), resampling=resampling)
+        indexes = [1, 2, 3] if shown and dataset.count >= 3 else [1]
+        return dataset.read(indexes, window=window, out_shape=(len(indexes), *shape), resampling=resampling)
 
 
 def image_view(path: Path, view: ViewWindow) -> bytes:
     """An RGB PNG of the window: bands 1-3 (or band 1 as grey) with the image's stretch."""
-    return outputs.encode_png(stretch_rgb(_read(path, view, Resampling.average), image_limits(path)))
+    pixels = _read(path, view, Resampling.average, shown=True)
+    return outputs.encode_png(stretch_rgb(pixels, image_limits(path)))
 
 
 def map_view(path: Path, view: ViewWindow, schema: ClassSchema) -> tuple[bytes, list[outputs.ClassShare]]:

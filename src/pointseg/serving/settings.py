@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pointseg.errors import PointsegError
 from pointseg.inference import Precision
 from pointseg.serving import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, DEFAULT_REQUEST_TIMEOUT_S
+from pointseg.serving.workspace import state_folder_problem
 
 SETTINGS_VARIABLE = "POINTSEG_SERVE_SETTINGS"
 """The environment variable that carries :class:`ServeSettings` as JSON to each uvicorn worker."""
@@ -67,6 +68,9 @@ class ServeSettings(BaseModel):
     def _workspace_is_a_folder(cls, workspace: Path | None) -> Path | None:
         if workspace is not None and not workspace.is_dir():
             raise ValueError(f"--workspace {workspace}: no such folder; expected a folder of images to label")
+        problem = None if workspace is None else state_folder_problem(workspace)
+        if problem is not None:
+            raise ValueError(f"--workspace {workspace}: {problem}")
         return None if workspace is None else workspace.resolve()
 
     @model_validator(mode="after")

@@ -22,7 +22,8 @@ class TrainingProgress(Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Start the epoch's clock."""
         self.epoch_started = time.monotonic()
-        self.job.message = f"training, epoch {trainer.current_epoch + 1} of {self.job.epochs}"
+        if not self.job.cancel_requested.is_set():  # keep saying "cancelling" once it is
+            self.job.message = f"training, epoch {trainer.current_epoch + 1} of {self.job.epochs}"
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         """Stop a cancelled job before its next batch."""
@@ -41,5 +42,5 @@ class TrainingProgress(Callback):
             self.job.loss = round(float(metrics["train_loss_epoch"]), 5)
         if "val_point_accuracy" in metrics:
             self.job.val_point_accuracy = round(float(metrics["val_point_accuracy"]), 5)
-        if self.job.epoch == self.job.epochs:
+        if self.job.epoch == self.job.epochs and not self.job.cancel_requested.is_set():
             self.job.message = "mapping the image"

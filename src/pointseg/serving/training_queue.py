@@ -5,8 +5,8 @@ Jobs wait in a FIFO queue and run one at a time in a worker thread, so the serve
 while a model trains. A Lightning callback (:mod:`pointseg.serving.training_progress`, imported
 only when a job runs, since Lightning is heavy) feeds each job's epoch, loss, held-out point
 accuracy and time left, and stops the job at its next batch once it is cancelled, by raising
-:class:`TrainingCancelled` inside Lightning's loop. Jobs live in memory: a restarted server has
-none (finished runs are on disk).
+:class:`TrainingCancelled` inside Lightning's loop (and between batches of tiles while it maps).
+Jobs live in memory: a restarted server has none (finished runs are on disk).
 """
 
 from __future__ import annotations
@@ -157,7 +157,14 @@ class TrainingQueue:
         """The project's queued or running job, if any."""
         with self.condition:
             candidates = [self.running, *self.waiting]
-            return next((job for job in candidates if job is not None and job.project == project), None)
+            return next(
+                (
+                    job
+                    for job in candidates
+                    if job is not None and job.project == project and job.state not in FINISHED
+                ),
+                None,
+            )
 
     def get(self, job_id: str) -> TrainingJob:
         """The job with this id.
@@ -175,6 +182,8 @@ class TrainingQueue:
     def position(self, job: TrainingJob) -> int | None:
         """0 for the running job, k for the k-th waiting one, ``None`` once finished."""
         with self.condition:
+            if job.state in FINISHED:
+                return None
             if job is self.running:
                 return 0
             return next((k for k, waiting in enumerate(self.waiting, start=1) if waiting is job), None)
@@ -225,24 +234,25 @@ class TrainingQueue:
                     return
                 job = self.running = self.waiting.popleft()
                 job.state, job.started, job.message = "running", time.monotonic(), "preparing the training"
-            self._run(job)
-            with self.condition:
+            state, message = self._run(job)
+            with self.condition:  # one step: a cancel sees the job running or finished, never between
+                self._finish(job, state, message)
                 self.running = None
 
-    def _run(self, job: TrainingJob) -> None:
+    def _run(self, job: TrainingJob) -> tuple[JobState, str]:
+        """Run the job; its final state and message (set by the caller, under the lock)."""
         try:
             from pointseg.serving.training_progress import TrainingProgress
 
             job.run = self.runner(job, [TrainingProgress(job)])
         except TrainingCancelled:
-            self._finish(job, "cancelled", "cancelled; nothing was kept")
+            return "cancelled", "cancelled; nothing was kept"
         except PointsegError as error:
-            self._finish(job, "failed", str(error))
+            return "failed", str(error)
         except Exception:
             logger.exception("training job %s of project %s failed", job.id, job.project)
-            self._finish(job, "failed", "internal error; the server log has the details")
-        else:
-            self._finish(job, "done", f"run {job.run} is ready")
+            return "failed", "internal error; the server log has the details"
+        return "done", f"run {job.run} is ready"
 
     @staticmethod
     def _finish(job: TrainingJob, state: JobState, message: str) -> None:

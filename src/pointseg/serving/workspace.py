@@ -11,14 +11,17 @@ project in ``DIR/.pointseg/projects/<id>/``:
   properties ``id``, ``class``, ``row`` and ``col``;
 - ``runs/<n>/``: the finished trainings (see :mod:`pointseg.serving.project_training`).
 
-Every file is written atomically (temporary name, then rename), after every change. Ids are made
+Every file is written atomically (temporary name, then rename), after every change, and a new
+project folder appears whole (built in a hidden staging folder, then renamed). Ids are made
 by the server; a name sent by a client never becomes a path (an image is looked up among the
-files found below ``DIR``). A project folder deleted underneath is a 404, never a 500, and no
-write recreates it.
+files found below ``DIR``), and nothing is read outside ``DIR``: files whose symbolic links lead
+out of it are not offered, and a ``.pointseg`` that is a link is refused. A project folder
+deleted underneath is a 404, never a 500, and no write recreates it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -26,27 +29,36 @@ import re
 import secrets
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from affine import Affine
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from pointseg.errors import PointsegError
 from pointseg.points import PIXEL_COORDINATES, class_key
-from pointseg.raster import IMAGE_SUFFIXES, RasterInfo, atomic_output, raster_info
+from pointseg.raster import (
+    IMAGE_SUFFIXES,
+    RasterInfo,
+    raster_info,
+    remove_stale_work_files,
+    work_tag,
+)
+from pointseg.runs import write_json
 from pointseg.schema import ClassSchema, parse_color
 
 STATE_FOLDER = ".pointseg"
 """The workspace's own folder inside ``DIR``; never offered as images."""
-PROJECT_ID = re.compile(r"^[0-9a-f]{12}$")
+PROJECT_ID = re.compile(r"[0-9a-f]{12}")
 MAX_IMAGES_LISTED = 1000
 MAX_POINTS = 10_000
 """Points per project (a click is one point: far more than a person places)."""
 UPLOAD_SUFFIXES = {"GTiff": ".tif", "PNG": ".png", "JPEG": ".jpg"}
+RUN_RECORDS = ("report.json", "run.json")
+"""The files that make a folder ``runs/<n>`` a finished run (written before its rename into place)."""
 
 ClassName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
 HexColor = Annotated[str, StringConstraints(pattern=r"^#[0-9A-Fa-f]{6}$")]
@@ -180,10 +192,18 @@ def new_id(taken: set[str] | frozenset[str] = frozenset(), length: int = 12) -> 
     return candidate
 
 
-def write_json_file(path: Path, data: Any) -> None:
-    """Write JSON atomically (temporary file beside ``path``, then rename)."""
-    with atomic_output(path) as temporary:
-        temporary.write_text(json.dumps(data, indent=1) + "\n")
+def state_folder_problem(root: Path) -> str | None:
+    """Why ``root/.pointseg`` cannot keep the projects (it or its ``projects`` is a link), or ``None``.
+
+    A link would put the projects, and every write, outside the workspace folder.
+    """
+    for folder in (root / STATE_FOLDER, root / STATE_FOLDER / "projects"):
+        if folder.is_symlink():
+            return (
+                f"{folder} is a symbolic link (to {folder.resolve()}); the workspace keeps its projects "
+                "inside its folder only: make it a real folder, or remove it"
+            )
+    return None
 
 
 class Project:
@@ -201,9 +221,21 @@ class Project:
 
     @property
     def image_path(self) -> Path:
-        """The image file."""
-        base = self.workspace.root if self.record.image.source == "workspace" else self.folder
-        return base / self.record.image.path
+        """The image file (symbolic links resolved).
+
+        Raises:
+            WorkspaceError: 422 when ``project.json``'s image path (edited by hand) leads outside the
+                workspace folder (or, for an upload, outside the project folder).
+        """
+        base = self.workspace.root if self.record.image.source == "workspace" else self.folder.resolve()
+        path = (base / self.record.image.path).resolve()
+        if not path.is_relative_to(base):
+            raise WorkspaceError(
+                422,
+                f"project {self.id}: project.json's image path {self.record.image.path!r} leads to {path}, "
+                f"outside {base}; expected a file below it",
+            )
+        return path
 
     @property
     def points_path(self) -> Path:
@@ -238,7 +270,8 @@ class Project:
                 Point(str(p["id"]), int(p["row"]), int(p["col"]), str(p["class"]))
                 for p in (feature["properties"] for feature in features)
             ]
-        except (OSError, ValueError, KeyError, TypeError) as error:
+        except (OSError, ValueError, KeyError, TypeError, OverflowError) as error:  # Infinity: OverflowError
+            self.require_folder()  # a folder deleted while reading is a 404, not a damaged file
             raise WorkspaceError(
                 422,
                 f"{self.points_path}: unreadable ({type(error).__name__}: {error}); expected the "
@@ -274,7 +307,7 @@ class Project:
 
     def _write_points(self, points: list[Point]) -> None:
         self.require_folder()
-        write_json_file(self.points_path, self.collection(points))
+        write_json(self.points_path, self.collection(points))
 
     def _pixel(self, row: float, col: float) -> tuple[int, int]:
         image = self.record.image
@@ -315,6 +348,7 @@ class Project:
                 already has a point, 404 if the project is gone.
         """
         with self.workspace.lock:
+            self._reload()
             points = self.points()
             if len(points) >= MAX_POINTS:
                 raise WorkspaceError(422, f"the project has {len(points)} points, the most one can hold")
@@ -331,6 +365,7 @@ class Project:
             WorkspaceError: 404 for an unknown point, else as :meth:`add_point`.
         """
         with self.workspace.lock:
+            self._reload()
             points = self.points()
             old = self._find(points, point_id)
             row, col = self._pixel(
@@ -368,6 +403,7 @@ class Project:
                 has points would disappear (removed or renamed).
         """
         with self.workspace.lock:
+            self._reload()
             keys = [class_key(c.name) for c in update.classes]
             repeated = sorted({c.name for c in update.classes if keys.count(class_key(c.name)) > 1})
             if repeated:
@@ -387,16 +423,32 @@ class Project:
             self.record = self.record.model_copy(update={"classes": list(update.classes)})
             self.save()
 
+    def _reload(self) -> None:
+        """Re-read ``project.json``, under the lock: another request may have changed the classes."""
+        self.require_folder()
+        self.record = self.workspace.project(self.id).record
+
     def save(self) -> None:
         """Rewrite ``project.json``."""
         self.require_folder()
-        write_json_file(self.folder / "project.json", self.record.model_dump(mode="json"))
+        write_json(self.folder / "project.json", self.record.model_dump(mode="json"))
 
     def run_numbers(self) -> list[int]:
-        """The numbers of the finished runs, in order."""
-        if not self.runs_folder.is_dir():
+        """The numbers of the finished runs (folders ``runs/<n>`` with the run's records), in order.
+
+        Raises:
+            WorkspaceError: 404 when the project folder is gone.
+        """
+        try:
+            folders = list(self.runs_folder.iterdir()) if self.runs_folder.is_dir() else []
+        except OSError:
+            self.require_folder()
             return []
-        return sorted(int(p.name) for p in self.runs_folder.iterdir() if p.name.isdigit() and p.is_dir())
+        return sorted(
+            int(folder.name)
+            for folder in folders
+            if folder.name.isdigit() and all((folder / name).is_file() for name in RUN_RECORDS)
+        )
 
     def run_folder(self, number: int | None) -> Path:
         """The folder of run ``number`` (default: the last run).
@@ -417,22 +469,47 @@ class Workspace:
     """The images below a folder and the projects kept in its ``.pointseg/projects``."""
 
     def __init__(self, root: Path) -> None:
+        """Open the workspace of ``root``.
+
+        Raises:
+            PointsegError: when its state folder is a symbolic link (see :func:`state_folder_problem`).
+        """
         self.root = root.resolve()
+        problem = state_folder_problem(self.root)
+        if problem is not None:
+            raise PointsegError(problem)
         self.projects_folder = self.root / STATE_FOLDER / "projects"
         self.lock = threading.RLock()
 
-    def _image_files(self) -> dict[str, Path]:
-        """Rasters below the folder by their path relative to it, sorted (hidden folders left out)."""
+    def inside(self, path: Path) -> bool:
+        """Whether ``path``, its symbolic links resolved, lies below the workspace folder."""
+        return path.resolve().is_relative_to(self.root)
+
+    def _files(self, suffixes: Collection[str]) -> dict[str, Path]:
+        """Files below the folder with one of ``suffixes`` (lower case), by relative path, sorted.
+
+        Hidden files and folders (``.pointseg`` among them) are left out, and files whose symbolic
+        links lead outside the folder; the walk stops at :data:`MAX_IMAGES_LISTED` files.
+        """
         found: dict[str, Path] = {}
         for folder, subfolders, files in os.walk(self.root):
             subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
             for name in sorted(files):
                 path = Path(folder) / name
-                if not name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                if (
+                    not name.startswith(".")
+                    and path.suffix.lower() in suffixes
+                    and path.is_file()
+                    and self.inside(path)
+                ):
                     found[path.relative_to(self.root).as_posix()] = path
-                if len(found) >= MAX_IMAGES_LISTED:
-                    return dict(sorted(found.items()))
+                    if len(found) >= MAX_IMAGES_LISTED:
+                        return dict(sorted(found.items()))
         return dict(sorted(found.items()))
+
+    def _image_files(self) -> dict[str, Path]:
+        """Rasters below the folder by their path relative to it (see :meth:`_files`)."""
+        return self._files(IMAGE_SUFFIXES)
 
     def images(self) -> list[dict[str, Any]]:
         """The readable rasters below the folder: path, width, height, bands and CRS."""
@@ -448,15 +525,8 @@ class Workspace:
         return listed
 
     def checkpoints(self) -> dict[str, Path]:
-        """``.ckpt`` files below the folder (hidden folders left out) by relative path."""
-        found: dict[str, Path] = {}
-        for folder, subfolders, files in os.walk(self.root):
-            subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-            for name in sorted(files):
-                if name.endswith(".ckpt") and len(found) < MAX_IMAGES_LISTED:
-                    path = Path(folder) / name
-                    found[path.relative_to(self.root).as_posix()] = path
-        return found
+        """``.ckpt`` files below the folder by relative path (see :meth:`_files`)."""
+        return self._files((".ckpt",))
 
     def project(self, project_id: str) -> Project:
         """The project with this id.
@@ -465,11 +535,15 @@ class Workspace:
             WorkspaceError: 404 for an unknown id or a folder deleted underneath.
         """
         folder = self.projects_folder / project_id
-        if not PROJECT_ID.match(project_id) or not (folder / "project.json").is_file():
+        if (
+            not PROJECT_ID.fullmatch(project_id)
+            or folder.is_symlink()
+            or not (folder / "project.json").is_file()
+        ):
             raise WorkspaceError(404, f"no project {project_id!r} in this workspace")
         try:
             record = ProjectRecord.model_validate_json((folder / "project.json").read_text())
-        except (OSError, ValidationError) as error:
+        except (OSError, ValueError) as error:  # ValidationError and UnicodeDecodeError are ValueErrors
             raise WorkspaceError(
                 404, f"project {project_id}: project.json is unreadable ({error})"
             ) from error
@@ -486,11 +560,30 @@ class Workspace:
                 continue
         yield from sorted(found, key=lambda project: project.record.created)
 
-    def _new_project(self, name: str, image: ImageRecord, project_id: str) -> Project:
+    @contextlib.contextmanager
+    def _staged_project(self) -> Iterator[tuple[str, Path]]:
+        """A new id and an empty staging folder that becomes the project folder by one rename.
+
+        The rename happens only if the block succeeds, so a failed or killed creation leaves no
+        project folder; left-over staging folders of dead processes are removed first.
+        """
+        with self.lock:
+            self.projects_folder.mkdir(parents=True, exist_ok=True)
+            remove_stale_work_files(self.projects_folder)
+            project_id = new_id(self._taken_ids())
+            staging = self.projects_folder / f".{project_id}.{work_tag()}.staging"
+            staging.mkdir()
+            try:
+                yield project_id, staging
+                os.replace(staging, self.projects_folder / project_id)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+
+    @staticmethod
+    def _write_record(folder: Path, project_id: str, name: str, image: ImageRecord) -> ProjectRecord:
         record = ProjectRecord(id=project_id, name=name, image=image, classes=[], created=now())
-        project = Project(self, self.projects_folder / project_id, record)
-        write_json_file(project.folder / "project.json", record.model_dump(mode="json"))
-        return project
+        write_json(folder / "project.json", record.model_dump(mode="json"))
+        return record
 
     def create_project(self, request: NewProject) -> Project:
         """A project on a workspace image.
@@ -509,26 +602,24 @@ class Workspace:
             info = raster_info(path)
         except PointsegError as error:
             raise WorkspaceError(422, str(error)) from error
-        with self.lock:
-            project_id = new_id(self._taken_ids())
-            return self._new_project(
-                request.name, ImageRecord.from_info("workspace", request.image, info), project_id
-            )
+        image = ImageRecord.from_info("workspace", request.image, info)
+        with self._staged_project() as (project_id, staging):
+            record = self._write_record(staging, project_id, request.name, image)
+        return Project(self, self.projects_folder / project_id, record)
 
     def create_upload_project(self, name: str, data: bytes, driver: str) -> Project:
         """A project on an uploaded image (already checked), kept as ``image.<ext>`` in the project folder."""
-        with self.lock:
-            project_id = new_id(self._taken_ids())
-            folder = self.projects_folder / project_id
-            image = folder / f"image{UPLOAD_SUFFIXES[driver]}"
-            with atomic_output(image) as temporary:
-                temporary.write_bytes(data)
+        with self._staged_project() as (project_id, staging):
+            image = staging / f"image{UPLOAD_SUFFIXES[driver]}"
+            image.write_bytes(data)
             try:
                 info = raster_info(image)
             except PointsegError as error:
-                shutil.rmtree(folder, ignore_errors=True)
                 raise WorkspaceError(422, str(error).replace(str(image), "the upload")) from error
-            return self._new_project(name, ImageRecord.from_info("upload", image.name, info), project_id)
+            record = self._write_record(
+                staging, project_id, name, ImageRecord.from_info("upload", image.name, info)
+            )
+        return Project(self, self.projects_folder / project_id, record)
 
     def _taken_ids(self) -> set[str]:
         return {p.name for p in self.projects_folder.iterdir()} if self.projects_folder.is_dir() else set()

@@ -215,7 +215,7 @@ async function loadClassSets() {
 }
 
 function nameFrom(path) {
-  return path.split("/").pop().replace(/\.[^.]*$/, "") || "project";
+  return (path.split("/").pop().replace(/\.[^.]*$/, "") || "project").slice(0, 100); // the API takes 1-100 characters
 }
 
 async function createProject(body, description) {
