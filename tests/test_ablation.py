@@ -29,7 +29,10 @@ def write_config(tmp_path: Path, section: object) -> Path:
             "experiment.ablation.steps.0.sett",
         ),
         ({"regime": "nonsense:1", "steps": [{"name": "a"}]}, "regime 'nonsense:1'"),
-        ({"regime": "per-class:10", "steps": [{"name": "a", "on": "b"}, {"name": "b"}]}, "steps.0.on 'b'"),
+        (
+            {"regime": "per-class:10", "steps": [{"name": "a", "builds_on": "b"}, {"name": "b"}]},
+            "steps.0.builds_on 'b'",
+        ),
     ],
 )
 def test_bad_ablation_sections_name_the_field(tmp_path: Path, section: object, message: str) -> None:
@@ -65,7 +68,7 @@ def test_each_step_adds_its_settings_and_the_table_reports_every_run(
                 {"name": "base"},
                 {"name": "focal", "set": ["loss.name=pfce"]},
                 {"name": "flat", "set": ["augment.flips=false"]},
-                {"name": "flat-only", "on": "base", "set": ["augment.flips=false"]},
+                {"name": "flat-only", "builds_on": "base", "set": ["augment.flips=false"]},
             ],
         },
     )
@@ -81,7 +84,7 @@ def test_each_step_adds_its_settings_and_the_table_reports_every_run(
         step: yaml.safe_load((out / step / "runs" / "density-0.2-seed0" / "config.yaml").read_text())
         for step in steps
     }
-    # each step adds to the one above it, or to the one named by `on`
+    # each step adds to the one above it, or to the one named by `builds_on`
     assert [saved[s]["loss"]["name"] for s in steps] == ["pce", "pfce", "pfce", "pce"]
     assert [saved[s]["augment"]["flips"] for s in steps] == [True, True, False, False]
     assert (out / "base" / "runs" / "forest-density-0.2-seed0" / "test_evaluation.json").is_file()
@@ -105,3 +108,21 @@ def test_each_step_adds_its_settings_and_the_table_reports_every_run(
     before = checkpoint.stat().st_mtime_ns
     ablation(config, out, [0], small_overrides(fake_deepglobe), progress=False, announce=lambda _: None)
     assert checkpoint.stat().st_mtime_ns == before  # finished steps are kept, not trained again
+
+
+def test_the_shipped_dubai_ablation_reads_with_its_branches() -> None:
+    section = read_ablation(CPU_SMALL.parent / "dubai_ablation.yaml")
+    assert [(step.name, step.builds_on) for step in section.steps] == [
+        ("base", None),
+        ("pretrained", None),
+        ("expansion", None),
+        ("propagation", "pretrained"),
+        ("self-training", "pretrained"),
+    ]
+
+
+def test_cli_errors_keep_their_brackets(tmp_path: Path, cli) -> None:
+    config = write_config(tmp_path, None)  # "no experiment.ablation section; expected '...set: [...]'"
+    code, _, err = cli("experiment", "ablation", "--config", config, "--out", tmp_path / "out")
+    assert code == 1
+    assert "error:" in err and "set: [model.weights=imagenet]" in " ".join(err.split())

@@ -2,7 +2,7 @@
 
 The config's ``experiment.ablation`` section names a label regime and a list of steps; each step
 adds settings (``key.path=value``, as ``--set`` takes them) to those of the step it builds on: the
-step just above, or the earlier step named by ``on``::
+step just above, or the earlier step named by ``builds_on``::
 
     experiment:
       ablation:
@@ -11,7 +11,7 @@ step just above, or the earlier step named by ``on``::
           - {name: base}
           - {name: pretrained, set: [model.encoder=tu-efficientnet_lite0, model.weights=imagenet]}
           - {name: expansion, set: [points.expansion.method=slic]}
-          - {name: propagation, on: pretrained, set: [loss.propagation_weight=0.1]}
+          - {name: propagation, builds_on: pretrained, set: [loss.propagation_weight=0.1]}
 
 Each step is a :func:`pointseg.experiments.density_sweep` of the regime with its settings and those
 of the steps it builds on, into ``DIR/<name>/`` (so every row is trained, chosen on validation and
@@ -87,10 +87,10 @@ def read_ablation(config_path: Path) -> AblationSection:
             raise PointsegError(
                 f"{config_path}: experiment.ablation.steps: the name {names[index]!r} is used twice"
             )
-        if step.on is not None and step.on.lower() not in names[:index]:
+        if step.builds_on is not None and step.builds_on.lower() not in names[:index]:
             raise PointsegError(
-                f"{config_path}: experiment.ablation.steps.{index}.on {step.on!r}: expected the name of an "
-                f"earlier step ({', '.join(names[:index]) or 'none before the first'})"
+                f"{config_path}: experiment.ablation.steps.{index}.builds_on {step.builds_on!r}: "
+                f"expected the name of an earlier step ({', '.join(names[:index]) or 'none'})"
             )
     return section
 
@@ -101,7 +101,7 @@ def step_settings(section: AblationSection) -> dict[str, tuple[list[str], str | 
     previous: str | None = None
     by_name = {step.name.lower(): step.name for step in section.steps}
     for step in section.steps:
-        on = by_name[step.on.lower()] if step.on is not None else previous
+        on = by_name[step.builds_on.lower()] if step.builds_on is not None else previous
         inherited = resolved[on][0] if on is not None else []
         resolved[step.name] = ([*inherited, *step.settings], on)
         previous = step.name
@@ -179,11 +179,11 @@ def write_ablation_table(
     """Write ``ablation.csv`` (one row per step and seed-mean) and ``ablation.md``."""
     write_csv(
         out / "ablation.csv",
-        ["step", "on", "added", "miou_mean", "miou_std", "seeds", "train_minutes", "folder"],
+        ["step", "builds_on", "added", "miou_mean", "miou_std", "seeds", "train_minutes", "folder"],
         [
             {
                 "step": row.name,
-                "on": row.on.name if row.on else None,
+                "builds_on": row.on.name if row.on else None,
                 "added": " ".join(row.added),
                 "miou_mean": row.summary.miou_mean,
                 "miou_std": row.summary.miou_std,
@@ -198,13 +198,13 @@ def write_ablation_table(
     lines = [
         f"# Ablation: {regime.name} ({regime.description})",
         "",
-        "Each step adds its settings to those of the step it builds on (`on`); every row is trained on "
+        "Each step adds its settings to those of the step it builds on; every row is trained on "
         "the same points, its best checkpoint chosen on the validation split, and scored (macro mIoU, one "
         "confusion matrix) on the dense masks of the test split by the code of `pointseg experiment "
         "density`; each step's folder holds its full report (results.md, per-class IoU, runs). The "
         "change is against the step it builds on.",
         "",
-        "| step | on | adds | test mIoU (%) | change | training (min) |",
+        "| step | builds on | adds | test mIoU (%) | change | training (min) |",
         "|---|---|---|---:|---:|---:|",
     ]
     for row in rows:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, get_args
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from pointseg.choices import (
     MAX_OVERLAP,
@@ -763,7 +764,9 @@ def main() -> None:
         # Without standalone mode, click returns a command's `raise typer.Exit(n)` as n instead of exiting.
         status = app(standalone_mode=False)
     except (PointsegError, OSError, UnicodeDecodeError, ValidationError) as error:
-        error_console.print(f"[bold red]error:[/] {error_line(error)}", highlight=False, soft_wrap=True)
+        # escaped: a message may hold brackets (a YAML list, a --set value) that rich would take as markup
+        message = escape(error_line(error))
+        error_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except typer.Exit as done:
         sys.exit(done.exit_code)

@@ -272,14 +272,15 @@ def plan_density_sweep(
 class AblationStep(BaseModel):
     """One row of an ablation: a name, the settings it adds, and the earlier step it adds them to.
 
-    ``on`` names that step; by default it is the step just above.
+    ``builds_on`` names that step; by default it is the step just above. (Not ``on``: YAML 1.1
+    reads an unquoted ``on`` key as the boolean true.)
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
     settings: list[str] = Field(default_factory=list, alias="set")
-    on: str | None = None
+    builds_on: str | None = None
 
 
 class AblationSection(BaseModel):
