@@ -11,8 +11,8 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_is_valid(path: Path) -> None:
     config = load_config(path)
-    # GroupNorm, unless the encoder is pretrained and keeps its BatchNorm frozen.
-    assert config.model.norm == "group" or (config.model.norm == "frozen" and config.model.weights)
+    # GroupNorm, unless the encoder is pretrained and keeps its BatchNorm (trained or frozen).
+    assert config.model.norm == "group" or (config.model.norm in ("batch", "frozen") and config.model.weights)
     # LandCover.ai validates on the dataset's own val.txt; the others name their validation split.
     assert config.data.val or config.data.format == "landcoverai"
 
