@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pointseg.config import apply_overrides, dump_config, load_config, parse_config
+from pointseg.config import apply_overrides, dump_config, load_config, parse_config, read_config_data
 from pointseg.errors import PointsegError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -10,7 +10,11 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_is_valid(path: Path) -> None:
-    config = load_config(path)
+    from pointseg.experiments import read_experiment_section
+
+    data = read_config_data(path)
+    read_experiment_section(data, path)  # a sweep's section, validated and removed as sweeps do
+    config = parse_config(data, str(path))
     # GroupNorm, unless the encoder is pretrained and keeps its BatchNorm (trained or frozen).
     assert config.model.norm == "group" or (config.model.norm in ("batch", "frozen") and config.model.weights)
     # LandCover.ai validates on the dataset's own val.txt; the others name their validation split.
