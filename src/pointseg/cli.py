@@ -681,6 +681,22 @@ class ListOptionsCommand(typer.core.TyperCommand):
         return super().parse_args(ctx, expanded)
 
 
+SweepDeviceOption = Annotated[
+    Device | None, choice_option(Device, "--device", help="Where to evaluate (default: as trained).")
+]
+SweepProgressOption = Annotated[
+    bool, typer.Option(help="Show progress: of training, and of the test evaluation of each run.")
+]
+
+
+def sweep_output(out: Path, report: str) -> None:
+    """Print a sweep's Markdown report and where its results are."""
+    from rich.markdown import Markdown
+
+    console.print(Markdown((out / report).read_text()))
+    console.print(f"results: {out}", soft_wrap=True)
+
+
 @experiment_app.command("density", cls=ListOptionsCommand)
 def experiment_density_command(
     config: Annotated[Path, typer.Option("--config", "-c", help="Base YAML config; may hold 'experiment:'.")],
@@ -695,16 +711,10 @@ def experiment_density_command(
     ] = None,
     seeds: Annotated[list[int] | None, typer.Option("--seeds", help="Repeat each regime per seed.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: key=value.")] = None,
-    device: Annotated[
-        Device | None, choice_option(Device, "--device", help="Where to evaluate (default: as trained).")
-    ] = None,
-    progress: Annotated[
-        bool, typer.Option(help="Show progress: of training, and of the test evaluation of each run.")
-    ] = True,
+    device: SweepDeviceOption = None,
+    progress: SweepProgressOption = True,
 ) -> None:
     """Test mIoU against the labelled-pixel fraction: one run per label regime and seed; resumable."""
-    from rich.markdown import Markdown
-
     from pointseg.experiments import density_sweep
 
     density_sweep(
@@ -718,8 +728,7 @@ def experiment_density_command(
         announce=console.rule,
         track=partial(track_items, console) if progress else no_progress,
     )
-    console.print(Markdown((out / "results.md").read_text()))
-    console.print(f"results: {out}", soft_wrap=True)
+    sweep_output(out, "results.md")
 
 
 @experiment_app.command("ablation", cls=ListOptionsCommand)
@@ -732,16 +741,10 @@ def experiment_ablation_command(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a setting of every step: key=value.")
     ] = None,
-    device: Annotated[
-        Device | None, choice_option(Device, "--device", help="Where to evaluate (default: as trained).")
-    ] = None,
-    progress: Annotated[
-        bool, typer.Option(help="Show progress: of training, and of the test evaluation of each run.")
-    ] = True,
+    device: SweepDeviceOption = None,
+    progress: SweepProgressOption = True,
 ) -> None:
     """Test mIoU of one label regime as settings are added step by step, beside the forest; resumable."""
-    from rich.markdown import Markdown
-
     from pointseg.ablation import ablation
 
     ablation(
@@ -754,8 +757,7 @@ def experiment_ablation_command(
         announce=console.rule,
         track=partial(track_items, console) if progress else no_progress,
     )
-    console.print(Markdown((out / "ablation.md").read_text()))
-    console.print(f"results: {out}", soft_wrap=True)
+    sweep_output(out, "ablation.md")
 
 
 def main() -> None:
