@@ -118,6 +118,9 @@ def test_the_shipped_dubai_ablation_reads_with_its_branches() -> None:
         ("expansion", None),
         ("propagation", "pretrained"),
         ("self-training", "pretrained"),
+        ("flips", "pretrained"),
+        ("flips+self-training", "flips"),
+        ("flips+self-training+balance", None),
     ]
 
 

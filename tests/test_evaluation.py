@@ -218,6 +218,7 @@ def untrained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["--overlap", "0.75"], "error: --overlap 0.75: expected a fraction between 0 and 0.5"),
         (["--tile", "50"], "error: --tile 50: expected a multiple of 32 pixels"),
         (["--device", "tpu"], "error: --device 'tpu': expected one of cpu, cuda"),
+        (["--tta", "d4"], "error: --tta 'd4': expected one of none, flips"),
     ],
 )
 def test_evaluate_options_are_checked_before_the_model_loads(tmp_path, cli, option, expected) -> None:

@@ -76,3 +76,28 @@ def test_export_into_a_folder_that_is_a_file_is_one_error_line(exported, tmp_pat
     code, _, err = cli("export", "onnx", "--checkpoint", checkpoint, "--out", tmp_path / "taken" / "m.onnx")
     assert code == 1
     assert err.startswith(f"error: {tmp_path / 'taken'}") and "Traceback" not in err
+
+
+def test_onnx_model_averages_the_mirrors_when_its_metadata_says_flips(
+    exported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import json
+
+    import onnx
+
+    from pointseg.export import METADATA_KEY
+    from pointseg.inference import flip_averaged
+
+    _, onnx_path = exported
+    plain = load_onnx_model(onnx_path)
+    assert plain.metadata["tta"] == "none"
+    proto = onnx.load(str(onnx_path))
+    for prop in proto.metadata_props:
+        if prop.key == METADATA_KEY:
+            prop.value = json.dumps({**json.loads(prop.value), "tta": "flips"})
+    flips_path = tmp_path / "flips.onnx"
+    onnx.save(proto, str(flips_path))
+    batch = torch.randn(2, 3, 64, 96)
+    torch.testing.assert_close(
+        load_onnx_model(flips_path).forward(batch), flip_averaged(plain.forward)(batch)
+    )

@@ -14,9 +14,11 @@ from pointseg.inference import (
     SlidingWindowPredictor,
     TileGrid,
     blend_window,
+    flip_averaged,
     open_source,
     predict_labels,
     read_reflected,
+    torch_forward,
 )
 from pointseg.normalization import BandStats
 from pointseg.schema import IGNORE_INDEX
@@ -199,3 +201,31 @@ def test_read_reflected_replaces_non_finite_values_with_zero() -> None:
     zeroed = np.where(np.isfinite(image), image, 0)
     assert np.isfinite(window).all() and window[0, 2, 2] == 0
     assert np.array_equal(window, read_reflected(ArraySource(zeroed), -2, -2, 8, 8))
+
+
+def test_flip_averaged_is_the_mean_over_the_mirrors_in_one_call() -> None:
+    calls = []
+
+    def position_dependent(batch: torch.Tensor) -> torch.Tensor:
+        calls.append(batch.shape[0])
+        ramp = torch.arange(batch.shape[-1], dtype=torch.float32)
+        return batch * ramp + torch.arange(batch.shape[-2], dtype=torch.float32)[:, None]
+
+    batch = torch.from_numpy(random_image(5, 7)[None].repeat(2, axis=0))
+    averaged = flip_averaged(position_dependent)(batch)
+    expected = (
+        position_dependent(batch)
+        + position_dependent(batch.flip(-1)).flip(-1)
+        + position_dependent(batch.flip(-2)).flip(-2)
+    ) / 3
+    assert calls[0] == 6  # one forward call on the batch and its two mirrors
+    torch.testing.assert_close(averaged, expected)
+    # differs from the plain prediction for a model that is not mirror-symmetric
+    assert not torch.allclose(averaged, position_dependent(batch))
+
+
+def test_flip_averaging_leaves_a_pixelwise_model_unchanged() -> None:
+    model = pixelwise_model()
+    batch = torch.from_numpy(random_image(16, 16)[None])
+    plain = torch_forward(model)(batch)
+    torch.testing.assert_close(torch_forward(model, tta="flips")(batch), plain, rtol=1e-5, atol=1e-5)

@@ -8,10 +8,12 @@ from pointseg.losses import (
     CrossEntropyLoss,
     PartialCrossEntropyLoss,
     PartialFocalCrossEntropyLoss,
+    batch_class_balance,
     build_loss,
     dense_cross_entropy,
     partial_cross_entropy,
     partial_focal_cross_entropy,
+    weighted_partial_cross_entropy,
 )
 from pointseg.schema import IGNORE_INDEX
 
@@ -240,3 +242,32 @@ def test_wrong_number_of_class_weights_is_reported() -> None:
     loss = build_loss("pce", class_weights=[1.0, 2.0])
     with pytest.raises(PointsegError, match=r"2 value.*3 classes"):
         loss(logits, target)
+
+
+def test_batch_class_balance_makes_the_loss_a_mean_of_class_means() -> None:
+    # two_class_example: class 1 has one labelled pixel (CE_00), class 0 two (CE_01, CE_11).
+    logits, target = two_class_example()
+    balance = batch_class_balance(target, 2)
+    # 3 labelled pixels, 2 classes present: w_0 = 3 / (2 * 2), w_1 = 3 / (2 * 1)
+    assert balance.tolist() == pytest.approx([0.75, 1.5])
+    loss = partial_cross_entropy(logits, target, weight=balance)
+    assert loss.item() == pytest.approx((CE_00 + (CE_01 + CE_11) / 2) / 2, rel=1e-6)
+    # the module takes the per-call weights instead of its own
+    module = build_loss("pce", class_weights=[5.0, 5.0])
+    assert module(logits, target, weight=balance).item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_batch_class_balance_absent_classes_and_no_labels() -> None:
+    target = torch.tensor([[[2, U], [2, 0]]])
+    assert batch_class_balance(target, 4).tolist() == pytest.approx([1.5, 0.0, 0.75, 0.0])
+    assert batch_class_balance(torch.full((1, 2, 2), U), 3).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_batch_class_balance_with_pixel_weights() -> None:
+    logits, target = two_class_example()
+    pixel_weight = torch.tensor([[[1.0, 0.5], [1.0, 0.25]]])  # class 0: 0.75 in all, class 1: 1.0
+    balance = batch_class_balance(target, 2, pixel_weight)
+    assert balance.tolist() == pytest.approx([1.75 / (2 * 0.75), 1.75 / (2 * 1.0)])
+    loss = weighted_partial_cross_entropy(logits, target, pixel_weight, weight=balance)
+    class_0 = (0.5 * CE_01 + 0.25 * CE_11) / 0.75
+    assert loss.item() == pytest.approx((CE_00 + class_0) / 2, rel=1e-6)

@@ -142,6 +142,24 @@ def test_checkpoint_model_predicts_a_raster(tmp_path: Path) -> None:
         assert out.crs == UTM and out.read(1).max() < SCHEMA.num_classes
 
 
+def test_tta_flips_averages_the_mirrors_of_a_checkpoint_model(tmp_path: Path) -> None:
+    from pointseg.cli import load_inference_model
+    from pointseg.inference import flip_averaged
+
+    checkpoint = write_untrained_checkpoint(tmp_path / "model.ckpt")
+    trained = load_trained_model(checkpoint)
+    assert trained.config.eval.tta == "none" and trained.with_tta(None) is trained
+    flipped = trained.with_tta("flips")
+    assert flipped.config.eval.tta == "flips" and trained.config.eval.tta == "none"
+    assert flipped.metadata()["tta"] == "flips"
+    plain = load_inference_model(checkpoint, None, "cpu", "fp32")
+    averaged = load_inference_model(checkpoint, None, "cpu", "fp32", "flips")
+    batch = torch.randn(2, 3, 64, 64)
+    expected = flip_averaged(plain.forward)(batch)
+    torch.testing.assert_close(averaged.forward(batch), expected)
+    assert not torch.allclose(plain.forward(batch), expected)
+
+
 @pytest.mark.parametrize("nodata", [None, np.nan])
 def test_a_nan_pixel_is_nodata_in_the_outputs(tmp_path: Path, nodata: float | None) -> None:
     image = np.full((3, 60, 70), 120.0, dtype=np.float32)
@@ -205,6 +223,7 @@ def test_work_files_of_killed_runs_are_removed_by_the_next_run(tmp_path: Path) -
         (["--precision", "fp8"], "error: --precision 'fp8': expected one of fp32, bf16"),
         (["--overlap", "0.6"], "error: --overlap 0.6: expected a fraction between 0 and 0.5"),
         (["--tile", "100"], "error: --tile 100: expected a multiple of 32 pixels"),
+        (["--tta", "mirror"], "error: --tta 'mirror': expected one of none, flips"),
     ],
 )
 def test_predict_options_are_checked_before_the_model_loads(tmp_path, cli, option, expected) -> None:

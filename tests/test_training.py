@@ -267,22 +267,24 @@ def test_expansion_and_propagation_are_off_by_default(
     assert not any(r.get("train_propagation_loss") for r in read_metrics(run_dir))
 
 
-@pytest.mark.parametrize("schedule", ["none", "cosine", "poly", "plateau"])
-@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
-def test_optimisers_and_schedules(schedule: str, optimizer: str, tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
+def cpu_small_task(*overrides: str) -> SegmentationTask:
+    """An untrained task of the small CPU config: DeepGlobe's classes, 3 bands, no pretrained weights."""
     from pointseg.datasets import deepglobe
-    from pointseg.training import SegmentationTask
 
-    overrides = [f"optim.schedule={schedule}", f"optim.optimizer={optimizer}", "optim.lr=0.01"]
-    config = load_config(CPU_SMALL, [*overrides, "optim.weight_decay=0.001"])
-    task = SegmentationTask(
+    config = load_config(CPU_SMALL, list(overrides))
+    return SegmentationTask(
         config.model_dump(mode="json", by_alias=True),
         deepglobe.SCHEMA.to_dict(),
         {"mean": [0.0] * 3, "std": [1.0] * 3},
         load_pretrained=False,
     )
+
+
+@pytest.mark.parametrize("schedule", ["none", "cosine", "poly", "plateau"])
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_optimisers_and_schedules(schedule: str, optimizer: str, tmp_path: Path) -> None:
+    overrides = [f"optim.schedule={schedule}", f"optim.optimizer={optimizer}", "optim.lr=0.01"]
+    task = cpu_small_task(*overrides, "optim.weight_decay=0.001")
     # configure_optimizers asks Lightning's trainer for the number of steps
     task._trainer = SimpleNamespace(estimated_stepping_batches=10)
     configured = task.configure_optimizers()
@@ -304,6 +306,46 @@ def test_optimisers_and_schedules(schedule: str, optimizer: str, tmp_path: Path)
         scheduler["scheduler"].step()
     assert rates[0] == pytest.approx(0.01) and rates[-1] < 0.002  # decays to near zero over the 10 steps
     assert all(a >= b for a, b in itertools.pairwise(rates))
+
+
+def test_class_balance_weighs_each_class_of_a_batch_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pointseg.losses import batch_class_balance, partial_cross_entropy
+
+    def make_task(balance: bool) -> SegmentationTask:
+        task = cpu_small_task(f"loss.class_balance={str(balance).lower()}")
+        monkeypatch.setattr(task, "log", lambda *args, **kwargs: None)
+        return task
+
+    torch.manual_seed(0)
+    image = torch.randn(2, 3, 64, 64)
+    points = torch.full((2, 64, 64), 255)
+    points[0, :3, 0] = 1  # three points of class 1, one of class 4
+    points[1, 5, 5] = 4
+    batch = {"image": image, "points": points}
+    balanced, plain = make_task(True), make_task(False)
+    plain.load_state_dict(balanced.state_dict())
+    balanced.eval(), plain.eval()
+    with torch.no_grad():
+        logits = balanced(image)
+        expected = partial_cross_entropy(logits, points, weight=batch_class_balance(points, logits.shape[1]))
+        assert balanced.training_step(batch, 0).item() == pytest.approx(expected.item(), rel=1e-5)
+        assert plain.training_step(batch, 0).item() == pytest.approx(
+            partial_cross_entropy(logits, points).item(), rel=1e-5
+        )
+        assert expected.item() != pytest.approx(partial_cross_entropy(logits, points).item(), rel=1e-5)
+
+
+def test_encoder_learning_rate_scale() -> None:
+    task = cpu_small_task("optim.lr=0.01", "optim.encoder_lr_scale=0.1")
+    task._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    optim = task.configure_optimizers()["optimizer"]
+    encoder, decoder = optim.param_groups
+    assert (encoder["name"], decoder["name"]) == ("encoder", "decoder")
+    assert encoder["lr"] == pytest.approx(0.001) and decoder["lr"] == pytest.approx(0.01)
+    assert {id(p) for p in encoder["params"]} == {id(p) for p in task.model.encoder.parameters()}
+    # every parameter is in exactly one group
+    grouped = [id(p) for group in optim.param_groups for p in group["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in task.parameters())
 
 
 @pytest.mark.integration

@@ -8,6 +8,7 @@ never downloads anything.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pointseg.choices import TestTimeAugmentation
 from pointseg.config import TrainConfig, parse_config
 from pointseg.errors import PointsegError
 from pointseg.models import build_model
@@ -40,6 +42,13 @@ class TrainedModel:
         """Number of output classes."""
         return self.schema.num_classes
 
+    def with_tta(self, tta: TestTimeAugmentation | None) -> TrainedModel:
+        """This model predicting with test-time augmentation ``tta`` (None: the config's ``eval.tta``)."""
+        if tta is None or tta == self.config.eval.tta:
+            return self
+        evaluation = self.config.eval.model_copy(update={"tta": tta})
+        return dataclasses.replace(self, config=self.config.model_copy(update={"eval": evaluation}))
+
     def metadata(self) -> dict[str, Any]:
         """What ``GET /model`` and reports show about the model."""
         model = self.config.model
@@ -59,6 +68,7 @@ class TrainedModel:
             "epoch": self.epoch,
             "tile": self.config.eval.tile,
             "overlap": self.config.eval.overlap,
+            "tta": self.config.eval.tta,
         }
 
 

@@ -29,6 +29,9 @@ DatasetFormat = Literal["deepglobe", "landcoverai", "dubai", "folder"]
 checks they agree)."""
 PointStrategy = Literal["density", "per-class", "per-region"]
 """How simulated point labels are placed (see :mod:`pointseg.points.simulate`)."""
+TestTimeAugmentation = Literal["none", "flips"]
+"""What a prediction averages: the tile only, or the logits of the tile, its left-right mirror and its
+upside-down mirror (three forward passes; see :func:`pointseg.inference.flip_averaged`)."""
 Norm = Literal["group", "batch", "frozen"]
 """Normalisation layers of a network: GroupNorm, trained BatchNorm, or pretrained BatchNorm frozen
 (see :func:`pointseg.models.build_model`)."""

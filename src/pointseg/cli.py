@@ -26,6 +26,7 @@ from pointseg.choices import (
     Overlap,
     PointStrategy,
     Precision,
+    TestTimeAugmentation,
     Tile,
     check,
 )
@@ -100,6 +101,14 @@ FormatOption = Annotated[
 OverlapOption = Annotated[
     float | None,
     range_option(Overlap, "--overlap", f"Tile overlap fraction, 0-{MAX_OVERLAP:g} (default: the model's)."),
+]
+TtaOption = Annotated[
+    TestTimeAugmentation | None,
+    choice_option(
+        TestTimeAugmentation,
+        "--tta",
+        help="flips: average each tile with its two mirrors, 3x the time (default: the model's eval.tta).",
+    ),
 ]
 
 
@@ -402,6 +411,7 @@ def evaluate_command(
     schema: SchemaOption = None,
     tile: TileOption = None,
     overlap: OverlapOption = None,
+    tta: TtaOption = None,
     batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
     device: DeviceOption = "cpu",
     precision: PrecisionOption = "fp32",
@@ -412,7 +422,7 @@ def evaluate_command(
     from pointseg.evaluation import ScoredSample, image_summary, report_json, score_samples, total_report
     from pointseg.runs import write_json
 
-    trained = load_trained_model(checkpoint, device)
+    trained = load_trained_model(checkpoint, device).with_tta(tta)
     discovery = discover_dataset(format, data, schema, split=split)
     refs = discovery.require_usable()
     if select:
@@ -528,6 +538,7 @@ def predict_command(
     ] = None,
     tile: TileOption = None,
     overlap: OverlapOption = None,
+    tta: TtaOption = None,
     batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
     device: DeviceOption = "cpu",
     precision: PrecisionOption = "fp32",
@@ -545,7 +556,7 @@ def predict_command(
 
     from pointseg.prediction import predict_files
 
-    model = load_inference_model(checkpoint, onnx, device, precision)
+    model = load_inference_model(checkpoint, onnx, device, precision, tta)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -582,9 +593,16 @@ def predict_command(
 
 
 def load_inference_model(
-    checkpoint: Path | None, onnx: Path | None, device: Device, precision: Precision
+    checkpoint: Path | None,
+    onnx: Path | None,
+    device: Device,
+    precision: Precision,
+    tta: TestTimeAugmentation | None = None,
 ) -> InferenceModel:
-    """The model behind ``--checkpoint`` (torch) or ``--onnx`` (ONNX Runtime); exactly one must be given."""
+    """The model behind ``--checkpoint`` (torch) or ``--onnx`` (ONNX Runtime); exactly one must be given.
+
+    ``tta``: the test-time augmentation to predict with (None: the model's own).
+    """
     from pointseg.export import load_onnx_model
     from pointseg.inference import torch_inference_model
 
@@ -596,11 +614,11 @@ def load_inference_model(
                 "--precision bf16 applies to --checkpoint (torch); ONNX models run as exported"
             )
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else None
-        return load_onnx_model(onnx, providers)
+        return load_onnx_model(onnx, providers, tta)
     from pointseg.checkpoint import load_trained_model
 
     assert checkpoint is not None
-    return torch_inference_model(load_trained_model(checkpoint, device), device, precision)
+    return torch_inference_model(load_trained_model(checkpoint, device).with_tta(tta), device, precision)
 
 
 @export_app.command("onnx")

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pointseg.choices import DatasetFormat, Norm, Overlap, Tile
+from pointseg.choices import DatasetFormat, Norm, Overlap, TestTimeAugmentation, Tile
 from pointseg.errors import PointsegError
 from pointseg.points import ProtocolSettings
 
@@ -114,6 +114,9 @@ class LossConfig(Section):
     name: Literal["pce", "pfce", "ce"] = "pce"
     gamma: float = Field(2.0, ge=0)
     class_weights: list[float] | None = None
+    class_balance: bool = Field(
+        False, description="weigh every class present among a batch's labelled pixels the same"
+    )
     propagation_weight: float = Field(0.0, ge=0, description="weight of the propagation loss; 0: off")
     propagation_radius: int = Field(2, ge=1, description="window radius of the propagation loss, pixels")
     propagation_sigma_colour: float = Field(0.5, gt=0, description="colour bandwidth, normalised band units")
@@ -125,6 +128,9 @@ class OptimConfig(Section):
 
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0)
+    encoder_lr_scale: float = Field(
+        1.0, gt=0, le=1, description="the encoder's learning rate as a share of `lr` (fine-tuning)"
+    )
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["none", "cosine", "poly", "plateau"] = "none"
     poly_power: float = 0.9
@@ -162,11 +168,18 @@ class TrainerConfig(Section):
 
 
 class EvalConfig(Section):
-    """Sliding-window settings for validation and evaluation on whole images."""
+    """Sliding-window settings for validation and evaluation on whole images.
+
+    ``tta`` applies to every prediction of a trained model (test, ``evaluate``, ``predict``, ``map``,
+    self-training's pseudo-labels, the HTTP API), not to validation during training.
+    """
 
     tile: Tile = 512
     overlap: Overlap = 0.25
     batch_size: int = Field(4, ge=1)
+    tta: TestTimeAugmentation = Field(
+        "none", description="flips: average the tile with its two mirrors (3x the inference time)"
+    )
 
 
 Probability = Annotated[float, Field(gt=0, le=1)]

@@ -49,7 +49,7 @@ def predict_samples(
         PointsegError: for a bad ``tile`` or ``overlap``, or a bad image file.
     """
     predictor = SlidingWindowPredictor(
-        torch_forward(trained.model, device, precision),
+        torch_forward(trained.model, device, precision, trained.config.eval.tta),
         trained.num_classes,
         check(Tile, tile or trained.config.eval.tile, "tile"),
         check(Overlap, trained.config.eval.overlap if overlap is None else overlap, "overlap"),

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from pointseg.checkpoint import TrainedModel
+from pointseg.choices import TestTimeAugmentation
 from pointseg.errors import PointsegError
-from pointseg.inference import InferenceModel
+from pointseg.inference import InferenceModel, flip_averaged
 from pointseg.normalization import BandStats
 from pointseg.raster import atomic_output
 from pointseg.schema import ClassSchema
@@ -47,6 +48,7 @@ def export_onnx(trained: TrainedModel, out: str | Path, sample_size: int = 256) 
         "band_stats": trained.band_stats.to_dict(),
         "tile": trained.config.eval.tile,
         "overlap": trained.config.eval.overlap,
+        "tta": trained.config.eval.tta,
         "model": trained.metadata(),
     }
     out = Path(out)
@@ -68,8 +70,12 @@ def export_onnx(trained: TrainedModel, out: str | Path, sample_size: int = 256) 
     return out
 
 
-def load_onnx_model(path: str | Path, providers: list[str] | None = None) -> InferenceModel:
+def load_onnx_model(
+    path: str | Path, providers: list[str] | None = None, tta: TestTimeAugmentation | None = None
+) -> InferenceModel:
     """Open an ONNX file written by :func:`export_onnx` with ONNX Runtime.
+
+    ``tta``: the test-time augmentation to predict with (None: the one recorded at export).
 
     Raises:
         PointsegError: if the file is missing, not ONNX, or has no pointseg metadata.
@@ -97,11 +103,12 @@ def load_onnx_model(path: str | Path, providers: list[str] | None = None) -> Inf
         ]
         return torch.from_numpy(logits)
 
+    tta = tta or metadata.get("tta", "none")
     return InferenceModel(
-        forward=forward,
+        forward=flip_averaged(forward) if tta == "flips" else forward,
         schema=ClassSchema.from_dict(metadata["schema"], source=str(path)),
         band_stats=BandStats.from_dict(metadata["band_stats"]),
         tile=int(metadata["tile"]),
         overlap=float(metadata["overlap"]),
-        metadata={**metadata["model"], "runtime": "onnxruntime", "onnx": path.name},
+        metadata={**metadata["model"], "tta": tta, "runtime": "onnxruntime", "onnx": path.name},
     )

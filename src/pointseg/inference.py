@@ -33,7 +33,7 @@ from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 from torch import nn
 
-from pointseg.choices import Overlap, Precision, check
+from pointseg.choices import Overlap, Precision, TestTimeAugmentation, check
 from pointseg.errors import PointsegError
 from pointseg.normalization import BandStats
 from pointseg.raster import open_raster, read_pixels
@@ -170,10 +170,31 @@ def open_source(
         yield RasterSource(dataset, band_stats, window)
 
 
+def flip_averaged(forward: Forward) -> Forward:
+    """Test-time augmentation: average the logits of a batch and of its two mirrors.
+
+    The left-right and the upside-down mirror are each mirrored back before the mean; one forward
+    call on three times the batch.
+    """
+
+    def averaged(batch: torch.Tensor) -> torch.Tensor:
+        count = batch.shape[0]
+        logits = forward(torch.cat([batch, batch.flip(-1), batch.flip(-2)])).float()
+        return (logits[:count] + logits[count : 2 * count].flip(-1) + logits[2 * count :].flip(-2)) / 3
+
+    return averaged
+
+
 def torch_forward(
-    model: nn.Module, device: torch.device | str = "cpu", precision: Precision = "fp32"
+    model: nn.Module,
+    device: torch.device | str = "cpu",
+    precision: Precision = "fp32",
+    tta: TestTimeAugmentation = "none",
 ) -> Forward:
-    """The fast inference path: eval mode, ``inference_mode``, channels_last, optional bf16 autocast."""
+    """The fast inference path: eval mode, ``inference_mode``, channels_last, optional bf16 autocast.
+
+    ``tta="flips"`` averages each tile with its mirrors (see :func:`flip_averaged`).
+    """
     device = torch.device(device)
     model = model.eval().to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
@@ -181,7 +202,7 @@ def torch_forward(
         with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
             return model(batch.to(device).contiguous(memory_format=torch.channels_last))
 
-    return forward
+    return flip_averaged(forward) if tta == "flips" else forward
 
 
 ValidMask = Callable[[int, int, int, int], np.ndarray | None]
@@ -193,7 +214,7 @@ def torch_inference_model(
 ) -> InferenceModel:
     """Wrap a checkpoint's network in the fast torch inference path."""
     return InferenceModel(
-        forward=torch_forward(trained.model, device, precision),
+        forward=torch_forward(trained.model, device, precision, trained.config.eval.tta),
         schema=trained.schema,
         band_stats=trained.band_stats,
         tile=trained.config.eval.tile,

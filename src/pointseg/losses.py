@@ -199,9 +199,13 @@ class _WeightedLoss(nn.Module):
 class PartialCrossEntropyLoss(_WeightedLoss):
     """Module form of :func:`partial_cross_entropy`; ``forward(logits, target)``."""
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Return the partial CE of ``(B, C, H, W)`` logits against ``(B, H, W)`` labels."""
-        return partial_cross_entropy(logits, target, ignore_index=self.ignore_index, weight=self.weight)
+    def forward(self, logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+        """Return the partial CE of ``(B, C, H, W)`` logits against ``(B, H, W)`` labels.
+
+        ``weight``: class weights for this call instead of the module's.
+        """
+        weight = self.weight if weight is None else weight
+        return partial_cross_entropy(logits, target, ignore_index=self.ignore_index, weight=weight)
 
 
 class PartialFocalCrossEntropyLoss(_WeightedLoss):
@@ -213,10 +217,14 @@ class PartialFocalCrossEntropyLoss(_WeightedLoss):
         super().__init__(ignore_index=ignore_index, weight=weight)
         self.gamma = gamma
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Return the partial focal CE of ``(B, C, H, W)`` logits against ``(B, H, W)`` labels."""
+    def forward(self, logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+        """Return the partial focal CE of ``(B, C, H, W)`` logits against ``(B, H, W)`` labels.
+
+        ``weight``: class weights for this call instead of the module's.
+        """
+        weight = self.weight if weight is None else weight
         return partial_focal_cross_entropy(
-            logits, target, gamma=self.gamma, ignore_index=self.ignore_index, weight=self.weight
+            logits, target, gamma=self.gamma, ignore_index=self.ignore_index, weight=weight
         )
 
     def extra_repr(self) -> str:
@@ -227,9 +235,13 @@ class PartialFocalCrossEntropyLoss(_WeightedLoss):
 class CrossEntropyLoss(_WeightedLoss):
     """Module form of :func:`dense_cross_entropy`; ``forward(logits, target)``."""
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Return the dense CE of ``(B, C, H, W)`` logits against ``(B, H, W)`` labels."""
-        return dense_cross_entropy(logits, target, ignore_index=self.ignore_index, weight=self.weight)
+    def forward(self, logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+        """Return the dense CE of ``(B, C, H, W)`` logits against ``(B, H, W)`` labels.
+
+        ``weight``: class weights for this call instead of the module's.
+        """
+        weight = self.weight if weight is None else weight
+        return dense_cross_entropy(logits, target, ignore_index=self.ignore_index, weight=weight)
 
 
 def build_loss(
@@ -270,6 +282,46 @@ def build_loss(
         return CrossEntropyLoss(ignore_index=ignore_index, weight=weight)
     choices = ", ".join(repr(n) for n in LOSS_NAMES)
     raise PointsegError(f"loss {name!r} is not known; expected one of {choices}")
+
+
+def batch_class_balance(
+    target: Tensor,
+    num_classes: int,
+    pixel_weight: Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> Tensor:
+    r"""Class weights that give every class present among a batch's labelled pixels the same share.
+
+    .. math::
+
+        w_c = \frac{\sum_i v_i}{K \sum_{i: y_i = c} v_i}
+
+    over the labelled pixels :math:`i` (``target != ignore_index``), with :math:`K` the number of
+    classes present and :math:`v_i` the pixel weights (1 when ``pixel_weight`` is None); absent
+    classes get 0. Passed as ``weight`` to :func:`partial_cross_entropy` (or, with the same
+    ``pixel_weight``, to :func:`weighted_partial_cross_entropy`), the loss becomes the mean over the
+    present classes of each class's mean loss, so a class with few points (roads among one point per
+    region) weighs as much as one with many. No gradient flows through the weights.
+
+    Args:
+        target: ``(B, H, W)`` int64 labels; ``ignore_index`` marks unlabelled pixels.
+        num_classes: ``C``.
+        pixel_weight: Optional ``(B, H, W)`` non-negative weight per pixel.
+        ignore_index: Label of unlabelled pixels.
+
+    Returns:
+        ``(C,)`` float32 weights on ``target``'s device; all 0 when no pixel is labelled.
+    """
+    labelled = target != ignore_index
+    classes = target[labelled].long()
+    weights = torch.ones(classes.shape) if pixel_weight is None else pixel_weight[labelled].cpu()
+
+    per_class = torch.zeros(num_classes)
+    per_class.index_add_(0, classes.cpu(), weights.detach().float())
+    present = per_class > 0
+    balance = torch.zeros_like(per_class)
+    balance[present] = per_class.sum() / (present.sum() * per_class[present])
+    return balance.to(target.device)
 
 
 def weighted_partial_cross_entropy(

@@ -117,7 +117,7 @@ def predict_training_images(
     """Predict each training image whole with the sliding window of the model's ``eval`` settings."""
     evaluation = trained.config.eval
     predictor = SlidingWindowPredictor(
-        torch_forward(trained.model, device),
+        torch_forward(trained.model, device, tta=evaluation.tta),
         trained.num_classes,
         evaluation.tile,
         evaluation.overlap,

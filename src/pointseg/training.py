@@ -41,14 +41,20 @@ from lightning_utilities.core import rank_zero as lightning_rank_zero
 from torch.utils.data import DataLoader
 
 from pointseg.checkpoint import check_resumable
+from pointseg.choices import TestTimeAugmentation
 from pointseg.config import TrainConfig
 from pointseg.datasets import SampleRef, split_samples
 from pointseg.datasets.dataset import SegmentationDataset, collate_samples
 from pointseg.datasets.point_sources import PointsDirectory, PointsFile, PointSource, SimulatedPoints
 from pointseg.errors import PointsegError
-from pointseg.inference import ArraySource, LabelSink, SlidingWindowPredictor
+from pointseg.inference import ArraySource, LabelSink, SlidingWindowPredictor, flip_averaged
 from pointseg.label_expansion import PointExpansion
-from pointseg.losses import PropagationLoss, build_loss, weighted_partial_cross_entropy
+from pointseg.losses import (
+    PropagationLoss,
+    batch_class_balance,
+    build_loss,
+    weighted_partial_cross_entropy,
+)
 from pointseg.metrics import SegmentationMetrics
 from pointseg.models import build_model
 from pointseg.normalization import BandStats
@@ -305,19 +311,29 @@ class SegmentationTask(L.LightningModule):
 
         With expanded points (``point_weights`` in the batch) the loss is the partial cross-entropy
         weighted per pixel, with the class weights (not the focal variant); with
-        ``loss.propagation_weight`` above 0, that weight times the propagation loss over the
-        not-padded pixels is added. ``train_labelled_fraction`` counts the clicked points only.
+        ``loss.class_balance`` the class weights are multiplied by the batch's
+        :func:`~pointseg.losses.batch_class_balance`; with ``loss.propagation_weight`` above 0,
+        that weight times the propagation loss over the not-padded pixels is added.
+        ``train_labelled_fraction`` counts the clicked points only.
         """
         target = batch["points"] if self.settings.supervision == "points" else batch["mask"]
         batch_size = target.shape[0]
         logits = self(batch["image"])
-        if "point_weights" in batch:
-            class_weights = getattr(self.loss, "weight", None)
+        class_weights = getattr(self.loss, "weight", None)
+        expanded = "point_weights" in batch
+        if self.settings.loss.class_balance:
+            balance = batch_class_balance(
+                batch["expanded_points"] if expanded else target,
+                logits.shape[1],
+                batch["point_weights"] if expanded else None,
+            )
+            class_weights = balance if class_weights is None else balance * class_weights
+        if expanded:
             loss = weighted_partial_cross_entropy(
                 logits, batch["expanded_points"], batch["point_weights"], weight=class_weights
             )
         else:
-            loss = self.loss(logits, target)
+            loss = self.loss(logits, target, weight=class_weights)
         if self.propagation is not None:
             propagation = self.propagation(logits, batch["image"], batch.get("valid"))
             self.log(
@@ -349,11 +365,13 @@ class SegmentationTask(L.LightningModule):
         )
         return loss
 
-    def _predict_whole(self, image: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def _predict_whole(
+        self, image: torch.Tensor, valid: torch.Tensor | None = None, tta: TestTimeAugmentation = "none"
+    ) -> torch.Tensor:
         """Sliding-window labels of a ``(1, C, H, W)`` image; ``IGNORE_INDEX`` where ``valid`` is False."""
         evaluation = self.settings.eval
         predictor = SlidingWindowPredictor(
-            self.model,
+            flip_averaged(self.model) if tta == "flips" else self.model,
             self.schema.num_classes,
             evaluation.tile,
             evaluation.overlap,
@@ -379,8 +397,9 @@ class SegmentationTask(L.LightningModule):
         self._log_report(self.val_metrics, self.monitor.removesuffix("_miou"))
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Like validation, on the test split."""
-        self.test_metrics.update(self._predict_whole(batch["image"], batch.get("valid")), batch["mask"])
+        """Like validation, on the test split, with the test-time augmentation of ``eval.tta``."""
+        labels = self._predict_whole(batch["image"], batch.get("valid"), self.settings.eval.tta)
+        self.test_metrics.update(labels, batch["mask"])
 
     def on_test_epoch_end(self) -> None:
         """Log test metrics."""
@@ -397,10 +416,28 @@ class SegmentationTask(L.LightningModule):
         metrics.reset()
 
     def configure_optimizers(self) -> Any:
-        """Adam or AdamW, with an optional cosine, poly or plateau schedule."""
+        """Adam or AdamW, with an optional cosine, poly or plateau schedule.
+
+        The encoder learns at ``optim.lr * optim.encoder_lr_scale``, the decoder and head at ``optim.lr``.
+        """
         optim = self.settings.optim
         optimizer_class = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam
-        optimizer = optimizer_class(self.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+        encoder = self.model.encoder
+        assert isinstance(encoder, torch.nn.Module)  # every smp model has one
+        encoder_ids = {id(parameter) for parameter in encoder.parameters()}
+        groups = [
+            {
+                "name": "encoder",
+                "params": list(encoder.parameters()),
+                "lr": optim.lr * optim.encoder_lr_scale,
+            },
+            {
+                "name": "decoder",
+                "params": [p for p in self.model.parameters() if id(p) not in encoder_ids],
+                "lr": optim.lr,
+            },
+        ]
+        optimizer = optimizer_class(groups, lr=optim.lr, weight_decay=optim.weight_decay)
         if optim.schedule == "none":
             return optimizer
         if optim.schedule == "plateau":

@@ -399,8 +399,8 @@ class ControlledForward:
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def __call__(self, model: nn.Module, device: str, precision: Precision) -> Forward:
-        forward = torch_forward(model, device, precision)
+    def __call__(self, model: nn.Module, device: str, precision: Precision, tta: str) -> Forward:
+        forward = torch_forward(model, device, precision, "flips" if tta == "flips" else "none")
 
         def controlled(batch: torch.Tensor) -> torch.Tensor:
             if self.failing:
@@ -549,8 +549,8 @@ class SlowForward:
         self.calls = 0
         self.armed = False
 
-    def __call__(self, model: nn.Module, device: str, precision: Precision) -> Forward:
-        forward = torch_forward(model, device, precision)
+    def __call__(self, model: nn.Module, device: str, precision: Precision, tta: str) -> Forward:
+        forward = torch_forward(model, device, precision, "flips" if tta == "flips" else "none")
 
         def slow(batch: torch.Tensor) -> torch.Tensor:
             if self.armed:
