@@ -121,6 +121,7 @@ def test_the_shipped_dubai_ablation_reads_with_its_branches() -> None:
         ("flips", "pretrained"),
         ("flips+self-training", "flips"),
         ("flips+self-training+balance", None),
+        ("flips+top-share-self-training", "flips"),
     ]
 
 
