@@ -94,7 +94,8 @@ def test_onnx_model_averages_the_mirrors_when_its_metadata_says_flips(
     proto = onnx.load(str(onnx_path))
     for prop in proto.metadata_props:
         if prop.key == METADATA_KEY:
-            prop.value = json.dumps({**json.loads(prop.value), "tta": "flips"})
+            metadata = json.loads(prop.value)
+            prop.value = json.dumps({**metadata, "model": {**metadata["model"], "tta": "flips"}})
     flips_path = tmp_path / "flips.onnx"
     onnx.save(proto, str(flips_path))
     batch = torch.randn(2, 3, 64, 96)

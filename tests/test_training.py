@@ -335,6 +335,15 @@ def test_class_balance_weighs_each_class_of_a_batch_the_same(monkeypatch: pytest
         assert expected.item() != pytest.approx(partial_cross_entropy(logits, points).item(), rel=1e-5)
 
 
+def test_one_parameter_group_at_the_default_encoder_learning_rate() -> None:
+    task = cpu_small_task()
+    task._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    configured = task.configure_optimizers()
+    optim = configured if isinstance(configured, torch.optim.Optimizer) else configured["optimizer"]
+    # as before the setting existed, so older checkpoints' optimizer states still load on resume
+    assert len(optim.param_groups) == 1
+
+
 def test_encoder_learning_rate_scale() -> None:
     task = cpu_small_task("optim.lr=0.01", "optim.encoder_lr_scale=0.1")
     task._trainer = SimpleNamespace(estimated_stepping_batches=10)

@@ -170,8 +170,9 @@ class TrainerConfig(Section):
 class EvalConfig(Section):
     """Sliding-window settings for validation and evaluation on whole images.
 
-    ``tta`` applies to every prediction of a trained model (test, ``evaluate``, ``predict``, ``map``,
-    self-training's pseudo-labels, the HTTP API), not to validation during training.
+    ``tta`` applies to every prediction of a trained model (test, ``evaluate``, ``predict``,
+    self-training's pseudo-labels, the HTTP API), not to validation during training (``pointseg map``
+    and the labelling page train without it).
     """
 
     tile: Tile = 512

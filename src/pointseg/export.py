@@ -48,7 +48,6 @@ def export_onnx(trained: TrainedModel, out: str | Path, sample_size: int = 256) 
         "band_stats": trained.band_stats.to_dict(),
         "tile": trained.config.eval.tile,
         "overlap": trained.config.eval.overlap,
-        "tta": trained.config.eval.tta,
         "model": trained.metadata(),
     }
     out = Path(out)
@@ -103,7 +102,7 @@ def load_onnx_model(
         ]
         return torch.from_numpy(logits)
 
-    tta = tta or metadata.get("tta", "none")
+    tta = tta or metadata["model"].get("tta", "none")  # exports before eval.tta have none
     return InferenceModel(
         forward=flip_averaged(forward) if tta == "flips" else forward,
         schema=ClassSchema.from_dict(metadata["schema"], source=str(path)),

@@ -418,25 +418,29 @@ class SegmentationTask(L.LightningModule):
     def configure_optimizers(self) -> Any:
         """Adam or AdamW, with an optional cosine, poly or plateau schedule.
 
-        The encoder learns at ``optim.lr * optim.encoder_lr_scale``, the decoder and head at ``optim.lr``.
+        With ``optim.encoder_lr_scale`` below 1 the encoder is a parameter group of its own, learning at
+        ``optim.lr * optim.encoder_lr_scale``; at 1 there is one group, as in runs that predate the
+        setting, so their checkpoints still resume.
         """
         optim = self.settings.optim
         optimizer_class = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam
-        encoder = self.model.encoder
-        assert isinstance(encoder, torch.nn.Module)  # every smp model has one
-        encoder_ids = {id(parameter) for parameter in encoder.parameters()}
-        groups = [
-            {
-                "name": "encoder",
-                "params": list(encoder.parameters()),
-                "lr": optim.lr * optim.encoder_lr_scale,
-            },
-            {
-                "name": "decoder",
-                "params": [p for p in self.model.parameters() if id(p) not in encoder_ids],
-                "lr": optim.lr,
-            },
-        ]
+        groups: Any = self.parameters()
+        if optim.encoder_lr_scale != 1:
+            encoder = self.model.encoder
+            assert isinstance(encoder, torch.nn.Module)  # every smp model has one
+            encoder_ids = {id(parameter) for parameter in encoder.parameters()}
+            groups = [
+                {
+                    "name": "encoder",
+                    "params": list(encoder.parameters()),
+                    "lr": optim.lr * optim.encoder_lr_scale,
+                },
+                {
+                    "name": "decoder",
+                    "params": [p for p in self.parameters() if id(p) not in encoder_ids],
+                    "lr": optim.lr,
+                },
+            ]
         optimizer = optimizer_class(groups, lr=optim.lr, weight_decay=optim.weight_decay)
         if optim.schedule == "none":
             return optimizer
