@@ -130,7 +130,17 @@ def test_point_regimes_parse(text: str, name: str, slug: str, settings: dict) ->
 def test_dense_regime_trains_on_masks_with_cross_entropy() -> None:
     regime = parse_regime("dense")
     assert (regime.name, regime.slug, regime.dense) == ("dense", "dense", True)
-    assert regime.settings == {"supervision": "dense", "loss": {"name": "ce"}}
+    assert regime.settings == {"supervision": "dense", "loss": {"name": "ce"}, "self_training": {"rounds": 0}}
+
+
+def test_self_training_in_the_base_config_applies_to_point_regimes_only(
+    fake_deepglobe: Path, tmp_path: Path
+) -> None:
+    overrides = [*small_overrides(fake_deepglobe), "self_training.rounds=1"]
+    plan = plan_density_sweep(CPU_SMALL, tmp_path, ["per-class:5", "dense"], [0], overrides)
+    points, dense = (run.config for run in plan.runs)
+    assert (points.supervision, points.self_training.rounds) == ("points", 1)
+    assert (dense.supervision, dense.self_training.rounds) == ("dense", 0)
 
 
 def test_default_regimes_have_the_reference_names() -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+import yaml
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
@@ -217,9 +218,12 @@ def test_cli_map_prints_points_per_class_the_held_out_score_and_next_commands(
         "none",
         "--norm",
         "group",
+        "--crop-sampling",
+        "points",
         "--no-progress",
     )
     assert code == 0, err
+    assert yaml.safe_load((out / "run" / "config.yaml").read_text())["data"]["crop_sampling"] == "points"
     assert "held out" in printed and "val_point_accuracy" in printed and "val_point_miou" in printed
     assert f"map: {out / 'scene_classes.tif'}" in printed
     assert f"pointseg serve --checkpoint {out / 'run' / 'checkpoints' / 'last.ckpt'}" in printed

@@ -724,3 +724,13 @@ def test_default_run_name_names_the_points_file(tmp_path: Path) -> None:
 
     root, points = clicked_folder(tmp_path, count=1)
     assert default_run_name(points_file_config(root, points, tmp_path)).endswith("-folder-points-clicks")
+
+
+@pytest.mark.parametrize(("sampling", "around_points"), [("uniform", False), ("points", True)])
+def test_crop_sampling_reaches_the_training_crops(sampling: str, around_points: bool, tmp_path: Path) -> None:
+    root, schema_path = write_folder_dataset(tmp_path / "scenes", bands=3, count=1)
+    data = discover_dataset("folder", root, schema_path)
+    config = small_config(root, tmp_path, "data.num_workers=0", f"data.crop_sampling={sampling}")
+    stats = BandStats((100.0,) * 3, (50.0,) * 3)
+    loader = SegmentationDataModule(config, data.schema, {"train": data.refs}, stats).train_dataloader()
+    assert loader.dataset.crops_around_points is around_points

@@ -35,6 +35,9 @@ upside-down mirror (three forward passes; see :func:`pointseg.inference.flip_ave
 Norm = Literal["group", "batch", "frozen"]
 """Normalisation layers of a network: GroupNorm, trained BatchNorm, or pretrained BatchNorm frozen
 (see :func:`pointseg.models.build_model`)."""
+CropSampling = Literal["uniform", "points"]
+"""Where training crops fall: anywhere, or around a clicked point of a class drawn equally among the
+image's clicked classes (see :class:`pointseg.datasets.dataset.SegmentationDataset`)."""
 
 TILE_MULTIPLE = 32
 """Tiles are a multiple of this many pixels: the networks downsample by up to 32."""

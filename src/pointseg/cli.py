@@ -19,6 +19,7 @@ from rich.markup import escape
 from pointseg.choices import (
     MAX_OVERLAP,
     TILE_MULTIPLE,
+    CropSampling,
     DatasetFormat,
     Device,
     Norm,
@@ -355,6 +356,14 @@ def map_command(
             Norm, "--norm", help="Normalisation: frozen (pretrained BatchNorm kept), batch or group."
         ),
     ] = "frozen",
+    crop_sampling: Annotated[
+        CropSampling,
+        choice_option(
+            CropSampling,
+            "--crop-sampling",
+            help="Training crops: uniform, or points (each around a click, classes drawn equally).",
+        ),
+    ] = "uniform",
     holdout: Annotated[
         float, typer.Option(min=0.0, max=0.9, help="Share of the points held out for the check.")
     ] = 0.2,
@@ -387,6 +396,7 @@ def map_command(
         encoder=encoder,
         weights=weights,
         norm=norm,
+        crop_sampling=crop_sampling,
         holdout=holdout,
         block_size=block_size,
         polygons=polygons,

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pointseg.choices import DatasetFormat, Norm, Overlap, TestTimeAugmentation, Tile
+from pointseg.choices import CropSampling, DatasetFormat, Norm, Overlap, TestTimeAugmentation, Tile
 from pointseg.errors import PointsegError
 from pointseg.points import ProtocolSettings
 
@@ -46,6 +46,11 @@ class DataConfig(Section):
         512, ge=32, multiple_of=32, description="training crops, read from disk as windows"
     )
     crops_per_image: int = Field(8, ge=1, description="random crops per training image per epoch")
+    crop_sampling: CropSampling = Field(
+        "uniform",
+        description="where training crops fall: anywhere (uniform), or each around a clicked point of a "
+        "class drawn equally among the image's clicked classes (points; dense supervision crops uniformly)",
+    )
     batch_size: int = Field(8, ge=1)
     num_workers: int = Field(2, ge=0)
     band_stats_images: int = Field(64, ge=1, description="training images used to estimate band mean/std")

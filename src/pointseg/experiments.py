@@ -24,7 +24,8 @@ Layout of the output folder ``DIR``::
 
 With ``self_training.rounds`` set, each network run is followed by its self-training rounds
 (:mod:`pointseg.self_training`, in ``runs/<slug>-seed<k>/self-training-<r>``); the model scored is
-the last round's, and the training time and epochs are summed over the run and its rounds.
+the last round's, and the training time and epochs are summed over the run and its rounds. The
+``dense`` regime never self-trains: dense masks leave no pixel to pseudo-label.
 
 A sweep is resumable: a run with ``test_evaluation.json`` is finished and kept; a run with
 ``checkpoints/last.ckpt`` but no ``summary.json`` resumes training; a trained run without a test
@@ -141,7 +142,9 @@ def parse_regime(text: str) -> Regime:
             forest=True,
         )
     if kind == "dense" and not value:
-        return Regime(text, "dense", "dense", "dense masks", {"supervision": "dense", "loss": {"name": "ce"}})
+        # Self-training fills the gaps between points; dense masks have none, so it is off there.
+        dense = {"supervision": "dense", "loss": {"name": "ce"}, "self_training": {"rounds": 0}}
+        return Regime(text, "dense", "dense", "dense masks", dense)
     if kind == "points" and value:
         folder = Path(value)
         settings = {"supervision": "points", "points": {"directory": str(folder)}}

@@ -103,6 +103,8 @@ class MapSettings:
         norm: Normalisation layers (``group``, ``batch``, or ``frozen`` pretrained BatchNorm).
         crop_size: Side of the training crops, in pixels.
         crops_per_image: Random crops per image and epoch.
+        crop_sampling: ``uniform``, or ``points``: each crop around a clicked point of a class drawn
+            equally among the image's clicked classes.
         batch_size: Crops per training step.
         tile: Side of the sliding-window tiles for validation and prediction, in pixels.
         holdout: Share of the points held out for the check, in ``[0, 1)``.
@@ -124,6 +126,7 @@ class MapSettings:
     norm: str = "frozen"
     crop_size: int = 256
     crops_per_image: int = 8
+    crop_sampling: str = "uniform"
     batch_size: int = 8
     tile: int = 512
     holdout: float = 0.2
@@ -452,6 +455,7 @@ def _train_config(settings: MapSettings, root: Path, staging: Path) -> TrainConf
                 "root": str(root),
                 "crop_size": settings.crop_size,
                 "crops_per_image": settings.crops_per_image,
+                "crop_sampling": settings.crop_sampling,
                 "batch_size": settings.batch_size,
                 "num_workers": 0,
             },

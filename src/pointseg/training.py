@@ -209,6 +209,7 @@ class SegmentationDataModule(L.LightningDataModule):
             self.band_stats,
             crop_size=data.crop_size,
             crops_per_image=data.crops_per_image,
+            crops_around_points=data.crop_sampling == "points",
             points=point_source(self.config) if self.samples is None else self.samples.train_points,
             with_masks=self.config.supervision == "dense",
             cache_bytes=data.cache_mb << 20,

@@ -13,7 +13,7 @@ from pointseg.datasets.point_sources import SimulatedPoints
 from pointseg.errors import PointsegError
 from pointseg.label_expansion import PointExpansion
 from pointseg.normalization import BandStats
-from pointseg.points import PointProtocol
+from pointseg.points import PointLabels, PointProtocol
 from pointseg.schema import IGNORE_INDEX, ClassSchema
 
 IDENTITY3 = BandStats((0.0,) * 3, (1.0,) * 3)
@@ -263,3 +263,56 @@ def test_a_non_finite_pixel_is_filled_in_the_image_and_ignored_in_every_label(tm
         assert sample["point_weights"][row, col] == 0 and not sample["valid"][row, col]
     assert int((sample["mask"] != IGNORE_INDEX).sum()) == 40 * 40 - 4 - len(bad)  # the 2x2 ignored corner
     assert int(sample["valid"].sum()) == 40 * 40 - len(bad)
+
+
+# ---------------------------------------------------------------- crops around clicked points
+
+
+class FixedPoints:
+    """The same points for every image."""
+
+    def __init__(self, points: PointLabels) -> None:
+        self.points = points
+
+    def check(self, refs) -> None:
+        pass
+
+    def points_for(self, ref, dense_labels) -> PointLabels:
+        return self.points
+
+
+def test_crops_around_points_hold_a_point_of_each_class_equally_often(folder) -> None:
+    # Class 0: twenty points in the top-left corner; class 1: one point in the bottom-right one.
+    rows, cols = np.divmod(np.arange(20), 5)
+    points = PointLabels(np.r_[rows, 38], np.r_[cols, 38], np.r_[np.zeros(20), 1], 40, 40)
+    refs = folder.refs[:1]
+
+    def crops(around_points: bool) -> list[dict]:
+        dataset = SegmentationDataset(
+            refs, folder.schema, IDENTITY3, crop_size=8, crops_per_image=200,
+            crops_around_points=around_points, points=FixedPoints(points),
+        )  # fmt: skip
+        torch.manual_seed(0)
+        return [dataset[index] for index in range(len(dataset))]
+
+    around = crops(True)
+    clicked = [crop["points"][crop["points"] != IGNORE_INDEX] for crop in around]
+    assert all(len(labels) for labels in clicked)  # every crop holds a point
+    with_rare_class = sum(bool((labels == 1).any()) for labels in clicked)
+    assert 70 <= with_rare_class <= 130  # half the crops: the class is drawn, not the point
+    origins = {crop_origin(crop, 0) for crop in around if (crop["points"] == 1).any()}
+    assert origins == {(31, 31), (31, 32), (32, 31), (32, 32)}  # every window holding the point
+    uniform = crops(False)
+    assert sum(bool((crop["points"] != IGNORE_INDEX).any()) for crop in uniform) < 50
+
+
+def test_crops_around_points_fall_back_to_uniform_without_points(folder) -> None:
+    empty = PointLabels(np.empty(0), np.empty(0), np.empty(0), 40, 40)
+    dataset = SegmentationDataset(
+        folder.refs, folder.schema, IDENTITY3, crop_size=16, crops_per_image=8,
+        crops_around_points=True, points=FixedPoints(empty),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    origins = {crop_origin(dataset[index], index // 8) for index in range(len(dataset))}
+    assert len(origins) > 2
+    assert all(0 <= row <= 24 and 0 <= col <= 24 for row, col in origins)

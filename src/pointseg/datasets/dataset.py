@@ -45,6 +45,11 @@ class SegmentationDataset(Dataset[Sample]):
     With ``crop_size`` set, each item is a random ``crop_size`` window read from disk (never the
     whole image), padded with IGNORE_INDEX labels where the image is smaller; the dataset then has
     ``crops_per_image`` items per image. Without it, each item is the whole sample, never resized.
+    With ``crops_around_points`` (and a point source), each crop holds at least one clicked point:
+    a class is drawn uniformly among the classes clicked in the image, then one of its points, then
+    the crop's place among all the windows that contain that point. So sparse clicks are not missed
+    by most crops, and rare classes are seen as often as common ones. An image without points is
+    cropped uniformly.
     Pixels where any band is not finite carry no label (IGNORE_INDEX, weight 0) and are not valid.
 
     Expansion works on the whole sample's raw pixels and points, once per sample and process, and
@@ -63,6 +68,7 @@ class SegmentationDataset(Dataset[Sample]):
         *,
         crop_size: int | None = None,
         crops_per_image: int = 1,
+        crops_around_points: bool = False,
         points: PointSource | None = None,
         with_masks: bool = True,
         cache_bytes: int = 1 << 30,
@@ -76,6 +82,7 @@ class SegmentationDataset(Dataset[Sample]):
         self.band_stats = band_stats
         self.crop_size = crop_size
         self.crops_per_image = crops_per_image if crop_size else 1
+        self.crops_around_points = crops_around_points and points is not None
         self.point_source = points
         if points is not None:
             points.check(self.refs)
@@ -94,7 +101,7 @@ class SegmentationDataset(Dataset[Sample]):
         ref = self.refs[index // self.crops_per_image]
         with open_raster(ref.image_path) as dataset:
             region = ref.window or Window(0, 0, dataset.width, dataset.height)
-            window = self._choose_window(region)
+            window = self._choose_window(ref, region)
             streamed = ref.image_path.suffix.lower() in STREAM_SUFFIXES
             if streamed:
                 image = _cut(
@@ -174,14 +181,31 @@ class SegmentationDataset(Dataset[Sample]):
             return _cut(self._decoded.get(("mask", path), lambda: read_mask(path, self.schema)), window)
         return read_mask(path, self.schema, window)
 
-    def _choose_window(self, region: Window) -> Window:
+    def _choose_window(self, ref: SampleRef, region: Window) -> Window:
         if not self.crop_size:
             return region
         height = min(self.crop_size, int(region.height))
         width = min(self.crop_size, int(region.width))
-        row = int(torch.randint(0, int(region.height) - height + 1, ()).item())
-        col = int(torch.randint(0, int(region.width) - width + 1, ()).item())
+        anchor = self._anchor_point(ref, region) if self.crops_around_points else None
+        if anchor is None:
+            row = _randint(0, int(region.height) - height)
+            col = _randint(0, int(region.width) - width)
+        else:  # every window of the crop's size that holds the anchor point is equally likely
+            point_row, point_col = anchor
+            row = _randint(max(0, point_row - height + 1), min(point_row, int(region.height) - height))
+            col = _randint(max(0, point_col - width + 1), min(point_col, int(region.width) - width))
         return Window(region.col_off + col, region.row_off + row, width, height)
+
+    def _anchor_point(self, ref: SampleRef, region: Window) -> tuple[int, int] | None:
+        """A clicked point: its class drawn uniformly among the image's clicked classes, then the point."""
+        points = self._points(ref, region)
+        if not len(points):
+            return None
+        classes = np.unique(points.classes)
+        chosen_class = classes[_randint(0, len(classes) - 1)]
+        of_class = np.flatnonzero(points.classes == chosen_class)
+        index = of_class[_randint(0, len(of_class) - 1)]
+        return int(points.rows[index]), int(points.cols[index])
 
     def _points(self, ref: SampleRef, region: Window) -> PointLabels:
         cached = self._points_cache.get(ref.id)
@@ -226,3 +250,8 @@ def collate_samples(samples: Sequence[Sample]) -> Sample:
         values = [sample[key] for sample in samples]
         batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
     return batch
+
+
+def _randint(low: int, high: int) -> int:
+    """A uniform integer in ``[low, high]``, from torch's generator (seeded per loader worker)."""
+    return int(torch.randint(low, high + 1, ()).item())
