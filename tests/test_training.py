@@ -726,11 +726,11 @@ def test_default_run_name_names_the_points_file(tmp_path: Path) -> None:
     assert default_run_name(points_file_config(root, points, tmp_path)).endswith("-folder-points-clicks")
 
 
-@pytest.mark.parametrize(("sampling", "around_points"), [("uniform", False), ("points", True)])
-def test_crop_sampling_reaches_the_training_crops(sampling: str, around_points: bool, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("sampling", "share"), [("uniform", 0.0), ("points", 1.0), ("mixed", 0.5)])
+def test_crop_sampling_reaches_the_training_crops(sampling: str, share: float, tmp_path: Path) -> None:
     root, schema_path = write_folder_dataset(tmp_path / "scenes", bands=3, count=1)
     data = discover_dataset("folder", root, schema_path)
     config = small_config(root, tmp_path, "data.num_workers=0", f"data.crop_sampling={sampling}")
     stats = BandStats((100.0,) * 3, (50.0,) * 3)
     loader = SegmentationDataModule(config, data.schema, {"train": data.refs}, stats).train_dataloader()
-    assert loader.dataset.crops_around_points is around_points
+    assert loader.dataset.point_crop_share == share

@@ -35,9 +35,12 @@ upside-down mirror (three forward passes; see :func:`pointseg.inference.flip_ave
 Norm = Literal["group", "batch", "frozen"]
 """Normalisation layers of a network: GroupNorm, trained BatchNorm, or pretrained BatchNorm frozen
 (see :func:`pointseg.models.build_model`)."""
-CropSampling = Literal["uniform", "points"]
-"""Where training crops fall: anywhere, or around a clicked point of a class drawn equally among the
-image's clicked classes (see :class:`pointseg.datasets.dataset.SegmentationDataset`)."""
+CropSampling = Literal["uniform", "points", "mixed"]
+"""Where training crops fall: anywhere, around a clicked point of a class drawn equally among the
+image's clicked classes, or each of the two with probability 1/2 (see :data:`POINT_CROP_SHARE` and
+:class:`pointseg.datasets.dataset.SegmentationDataset`)."""
+POINT_CROP_SHARE: dict[str, float] = {"uniform": 0.0, "points": 1.0, "mixed": 0.5}
+"""The share of training crops placed around a click, per :data:`CropSampling` choice."""
 
 TILE_MULTIPLE = 32
 """Tiles are a multiple of this many pixels: the networks downsample by up to 32."""

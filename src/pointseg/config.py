@@ -48,8 +48,9 @@ class DataConfig(Section):
     crops_per_image: int = Field(8, ge=1, description="random crops per training image per epoch")
     crop_sampling: CropSampling = Field(
         "uniform",
-        description="where training crops fall: anywhere (uniform), or each around a clicked point of a "
-        "class drawn equally among the image's clicked classes (points; dense supervision crops uniformly)",
+        description="where training crops fall: anywhere (uniform), each around a clicked point of a "
+        "class drawn equally among the image's clicked classes (points), or half and half (mixed); "
+        "dense supervision crops uniformly",
     )
     batch_size: int = Field(8, ge=1)
     num_workers: int = Field(2, ge=0)

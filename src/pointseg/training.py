@@ -41,7 +41,7 @@ from lightning_utilities.core import rank_zero as lightning_rank_zero
 from torch.utils.data import DataLoader
 
 from pointseg.checkpoint import check_resumable
-from pointseg.choices import TestTimeAugmentation
+from pointseg.choices import POINT_CROP_SHARE, TestTimeAugmentation
 from pointseg.config import TrainConfig
 from pointseg.datasets import SampleRef, split_samples
 from pointseg.datasets.dataset import SegmentationDataset, collate_samples
@@ -209,7 +209,7 @@ class SegmentationDataModule(L.LightningDataModule):
             self.band_stats,
             crop_size=data.crop_size,
             crops_per_image=data.crops_per_image,
-            crops_around_points=data.crop_sampling == "points",
+            point_crop_share=POINT_CROP_SHARE[data.crop_sampling],
             points=point_source(self.config) if self.samples is None else self.samples.train_points,
             with_masks=self.config.supervision == "dense",
             cache_bytes=data.cache_mb << 20,

@@ -287,30 +287,45 @@ def test_crops_around_points_hold_a_point_of_each_class_equally_often(folder) ->
     points = PointLabels(np.r_[rows, 38], np.r_[cols, 38], np.r_[np.zeros(20), 1], 40, 40)
     refs = folder.refs[:1]
 
-    def crops(around_points: bool) -> list[dict]:
+    def crops(share: float) -> list[dict]:
         dataset = SegmentationDataset(
             refs, folder.schema, IDENTITY3, crop_size=8, crops_per_image=200,
-            crops_around_points=around_points, points=FixedPoints(points),
+            point_crop_share=share, points=FixedPoints(points),
         )  # fmt: skip
         torch.manual_seed(0)
         return [dataset[index] for index in range(len(dataset))]
 
-    around = crops(True)
+    around = crops(1.0)
+    whole = SegmentationDataset(refs, folder.schema, IDENTITY3, points=FixedPoints(points))[0]
+    for crop in around:  # each crop is the window its transform says, in every layer
+        row, col = crop_origin(crop, 0)
+        for key in ("image", "mask", "points"):
+            torch.testing.assert_close(crop[key], whole[key][..., row : row + 8, col : col + 8])
     clicked = [crop["points"][crop["points"] != IGNORE_INDEX] for crop in around]
     assert all(len(labels) for labels in clicked)  # every crop holds a point
     with_rare_class = sum(bool((labels == 1).any()) for labels in clicked)
     assert 70 <= with_rare_class <= 130  # half the crops: the class is drawn, not the point
     origins = {crop_origin(crop, 0) for crop in around if (crop["points"] == 1).any()}
     assert origins == {(31, 31), (31, 32), (32, 31), (32, 32)}  # every window holding the point
-    uniform = crops(False)
+    uniform = crops(0.0)
     assert sum(bool((crop["points"] != IGNORE_INDEX).any()) for crop in uniform) < 50
+    half = sum(bool((crop["points"] != IGNORE_INDEX).any()) for crop in crops(0.5))
+    assert 70 <= half <= 150  # about half around a point, plus the few uniform ones that hold one
+
+
+def test_point_crop_share_must_be_a_share(folder) -> None:
+    with pytest.raises(ValueError, match=r"point_crop_share must be in \[0, 1\], got 1.5"):
+        SegmentationDataset(
+            folder.refs, folder.schema, IDENTITY3, crop_size=8, point_crop_share=1.5,
+            points=SimulatedPoints(PROTOCOL),
+        )  # fmt: skip
 
 
 def test_crops_around_points_fall_back_to_uniform_without_points(folder) -> None:
     empty = PointLabels(np.empty(0), np.empty(0), np.empty(0), 40, 40)
     dataset = SegmentationDataset(
         folder.refs, folder.schema, IDENTITY3, crop_size=16, crops_per_image=8,
-        crops_around_points=True, points=FixedPoints(empty),
+        point_crop_share=1.0, points=FixedPoints(empty),
     )  # fmt: skip
     torch.manual_seed(0)
     origins = {crop_origin(dataset[index], index // 8) for index in range(len(dataset))}

@@ -45,11 +45,11 @@ class SegmentationDataset(Dataset[Sample]):
     With ``crop_size`` set, each item is a random ``crop_size`` window read from disk (never the
     whole image), padded with IGNORE_INDEX labels where the image is smaller; the dataset then has
     ``crops_per_image`` items per image. Without it, each item is the whole sample, never resized.
-    With ``crops_around_points`` (and a point source), each crop holds at least one clicked point:
-    a class is drawn uniformly among the classes clicked in the image, then one of its points, then
-    the crop's place among all the windows that contain that point. So sparse clicks are not missed
-    by most crops, and rare classes are seen as often as common ones. An image without points is
-    cropped uniformly.
+    With ``point_crop_share`` above 0 (and a point source), that share of the crops (each crop
+    drawn independently; all of them at 1) holds at least one clicked point: a class is drawn
+    uniformly among the classes clicked in the image, then one of its points, then the crop's place
+    among all the windows that contain that point. So sparse clicks are not missed by most crops,
+    and rare classes are seen as often as common ones. An image without points is cropped uniformly.
     Pixels where any band is not finite carry no label (IGNORE_INDEX, weight 0) and are not valid.
 
     Expansion works on the whole sample's raw pixels and points, once per sample and process, and
@@ -68,7 +68,7 @@ class SegmentationDataset(Dataset[Sample]):
         *,
         crop_size: int | None = None,
         crops_per_image: int = 1,
-        crops_around_points: bool = False,
+        point_crop_share: float = 0.0,
         points: PointSource | None = None,
         with_masks: bool = True,
         cache_bytes: int = 1 << 30,
@@ -82,7 +82,9 @@ class SegmentationDataset(Dataset[Sample]):
         self.band_stats = band_stats
         self.crop_size = crop_size
         self.crops_per_image = crops_per_image if crop_size else 1
-        self.crops_around_points = crops_around_points and points is not None
+        if not 0 <= point_crop_share <= 1:
+            raise ValueError(f"point_crop_share must be in [0, 1], got {point_crop_share}")
+        self.point_crop_share = point_crop_share if points is not None else 0.0
         self.point_source = points
         if points is not None:
             points.check(self.refs)
@@ -186,7 +188,7 @@ class SegmentationDataset(Dataset[Sample]):
             return region
         height = min(self.crop_size, int(region.height))
         width = min(self.crop_size, int(region.width))
-        anchor = self._anchor_point(ref, region) if self.crops_around_points else None
+        anchor = self._anchor_point(ref, region) if self._crop_around_a_point() else None
         if anchor is None:
             row = _randint(0, int(region.height) - height)
             col = _randint(0, int(region.width) - width)
@@ -195,6 +197,12 @@ class SegmentationDataset(Dataset[Sample]):
             row = _randint(max(0, point_row - height + 1), min(point_row, int(region.height) - height))
             col = _randint(max(0, point_col - width + 1), min(point_col, int(region.width) - width))
         return Window(region.col_off + col, region.row_off + row, width, height)
+
+    def _crop_around_a_point(self) -> bool:
+        """Whether this crop goes around a click; draws from the generator only for a share in (0, 1)."""
+        if self.point_crop_share in (0, 1):
+            return bool(self.point_crop_share)
+        return bool(torch.rand(()).item() < self.point_crop_share)
 
     def _anchor_point(self, ref: SampleRef, region: Window) -> tuple[int, int] | None:
         """A clicked point: its class drawn uniformly among the image's clicked classes, then the point."""
