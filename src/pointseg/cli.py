@@ -361,7 +361,7 @@ def map_command(
         choice_option(
             CropSampling,
             "--crop-sampling",
-            help="Training crops: uniform, or points (each around a click, classes drawn equally).",
+            help="Training crops: uniform, points (each around a click, classes equally) or mixed (half).",
         ),
     ] = "uniform",
     holdout: Annotated[

@@ -103,8 +103,8 @@ class MapSettings:
         norm: Normalisation layers (``group``, ``batch``, or ``frozen`` pretrained BatchNorm).
         crop_size: Side of the training crops, in pixels.
         crops_per_image: Random crops per image and epoch.
-        crop_sampling: ``uniform``, or ``points``: each crop around a clicked point of a class drawn
-            equally among the image's clicked classes.
+        crop_sampling: ``uniform``; ``points``: each crop around a clicked point of a class drawn
+            equally among the image's clicked classes; ``mixed``: each crop so with probability 1/2.
         batch_size: Crops per training step.
         tile: Side of the sliding-window tiles for validation and prediction, in pixels.
         holdout: Share of the points held out for the check, in ``[0, 1)``.
