@@ -139,3 +139,19 @@ def test_points_file_settings_are_checked() -> None:
     for bad in ("points.class_field=''", "points.holdout=1", "points.block_size=0"):
         with pytest.raises(PointsegError, match=bad.split("=")[0]):
             load_config(CONFIGS / "cpu_small.yaml", ["points.file=clicks.geojson", bad])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("optim.ema_decay=1", "less than 1"), ("optim.ema_decay=-0.1", "greater than or equal to 0")],
+)
+def test_ema_decay_is_a_decay_below_one(override: str, message: str) -> None:
+    with pytest.raises(PointsegError, match=rf"optim.ema_decay: .*{message}"):
+        load_config(CONFIGS / "cpu_small.yaml", [override])
+    assert load_config(CONFIGS / "cpu_small.yaml").optim.ema_decay == 0  # off unless asked for
+
+
+def test_d4_test_time_augmentation_is_a_config_choice() -> None:
+    assert load_config(CONFIGS / "cpu_small.yaml", ["eval.tta=d4"]).eval.tta == "d4"
+    with pytest.raises(PointsegError, match=r"eval.tta: .*'none', 'flips' or 'd4'"):
+        load_config(CONFIGS / "cpu_small.yaml", ["eval.tta=d8"])

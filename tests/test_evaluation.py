@@ -166,6 +166,12 @@ def test_evaluate_command_writes_the_json_report(trained_run, tmp_path, cli) -> 
         dict(zip(report["per_class_iou"], matrix.sum(0) / matrix.sum(), strict=True)), abs=1e-4
     )
     assert "mIoU" in stdout
+    assert report["tta"] == "none"  # the model's eval.tta
+    averaged = tmp_path / "d4.json"
+    arguments = ("evaluate", "--checkpoint", checkpoint, "--data", data, "-f", "deepglobe", "--select", "102")
+    assert cli(*arguments, "--tta", "d4", "--json", averaged)[0] == 0
+    d4 = json.loads(averaged.read_text())
+    assert d4["tta"] == "d4" and np.array(d4["confusion_matrix"]).sum() == matrix.sum()
 
 
 @pytest.mark.integration
@@ -218,7 +224,7 @@ def untrained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["--overlap", "0.75"], "error: --overlap 0.75: expected a fraction between 0 and 0.5"),
         (["--tile", "50"], "error: --tile 50: expected a multiple of 32 pixels"),
         (["--device", "tpu"], "error: --device 'tpu': expected one of cpu, cuda"),
-        (["--tta", "d4"], "error: --tta 'd4': expected one of none, flips"),
+        (["--tta", "d8"], "error: --tta 'd8': expected one of none, flips, d4"),
     ],
 )
 def test_evaluate_options_are_checked_before_the_model_loads(tmp_path, cli, option, expected) -> None:

@@ -14,11 +14,13 @@ from pointseg.inference import (
     SlidingWindowPredictor,
     TileGrid,
     blend_window,
+    dihedral_averaged,
     flip_averaged,
     open_source,
     predict_labels,
     read_reflected,
     torch_forward,
+    tta_averaged,
 )
 from pointseg.normalization import BandStats
 from pointseg.schema import IGNORE_INDEX
@@ -224,8 +226,56 @@ def test_flip_averaged_is_the_mean_over_the_mirrors_in_one_call() -> None:
     assert not torch.allclose(averaged, position_dependent(batch))
 
 
-def test_flip_averaging_leaves_a_pixelwise_model_unchanged() -> None:
+@pytest.mark.parametrize(("height", "width"), [(6, 6), (5, 7)])
+def test_dihedral_averaged_is_the_mean_over_the_eight_symmetries(height: int, width: int) -> None:
+    calls = []
+
+    def position_dependent(batch: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(batch.shape))
+        ramp = torch.arange(batch.shape[-1], dtype=torch.float32)
+        return batch * ramp + torch.arange(batch.shape[-2], dtype=torch.float32)[:, None] ** 2
+
+    batch = torch.from_numpy(random_image(height, width)[None].repeat(2, axis=0))
+    averaged = dihedral_averaged(position_dependent)(batch)
+    # each symmetry written out by hand as (do, undo); the quarter turns through torch.rot90
+    symmetries = [
+        (lambda x: x, lambda y: y),
+        (lambda x: x.flip(-1), lambda y: y.flip(-1)),
+        (lambda x: x.flip(-2), lambda y: y.flip(-2)),
+        (lambda x: torch.rot90(x, 2, (-2, -1)), lambda y: torch.rot90(y, -2, (-2, -1))),
+        (lambda x: torch.rot90(x, 1, (-2, -1)), lambda y: torch.rot90(y, -1, (-2, -1))),
+        (lambda x: torch.rot90(x, -1, (-2, -1)), lambda y: torch.rot90(y, 1, (-2, -1))),
+        (lambda x: x.transpose(-2, -1), lambda y: y.transpose(-2, -1)),
+        (
+            lambda x: torch.rot90(x, 2, (-2, -1)).transpose(-2, -1),
+            lambda y: torch.rot90(y.transpose(-2, -1), 2, (-2, -1)),
+        ),
+    ]
+    expected = sum(undo(position_dependent(do(batch))) for do, undo in symmetries) / 8
+    assert calls[:2] == [(8, 3, height, width), (8, 3, width, height)]  # two calls on four times the batch
+    assert averaged.shape == batch.shape
+    torch.testing.assert_close(averaged, expected)
+    assert not torch.allclose(averaged, flip_averaged(position_dependent)(batch))
+
+
+def test_test_time_augmented_picks_the_averaging_and_rejects_unknown_names() -> None:
+    batch = torch.from_numpy(random_image(6, 6)[None])
+
+    def position_dependent(batch: torch.Tensor) -> torch.Tensor:
+        return batch * torch.arange(batch.shape[-1], dtype=torch.float32)
+
+    assert tta_averaged(position_dependent, "none") is position_dependent
+    for name, averaging in (("flips", flip_averaged), ("d4", dihedral_averaged)):
+        torch.testing.assert_close(
+            tta_averaged(position_dependent, name)(batch), averaging(position_dependent)(batch)
+        )
+    with pytest.raises(PointsegError, match="test-time augmentation 'd8': expected one of none, flips, d4"):
+        tta_averaged(position_dependent, "d8")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("tta", ["flips", "d4"])
+def test_averaging_leaves_a_pixelwise_model_unchanged(tta: str) -> None:
     model = pixelwise_model()
     batch = torch.from_numpy(random_image(16, 16)[None])
     plain = torch_forward(model)(batch)
-    torch.testing.assert_close(torch_forward(model, tta="flips")(batch), plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch_forward(model, tta=tta)(batch), plain, rtol=1e-5, atol=1e-5)  # type: ignore[arg-type]

@@ -223,7 +223,7 @@ def test_work_files_of_killed_runs_are_removed_by_the_next_run(tmp_path: Path) -
         (["--precision", "fp8"], "error: --precision 'fp8': expected one of fp32, bf16"),
         (["--overlap", "0.6"], "error: --overlap 0.6: expected a fraction between 0 and 0.5"),
         (["--tile", "100"], "error: --tile 100: expected a multiple of 32 pixels"),
-        (["--tta", "mirror"], "error: --tta 'mirror': expected one of none, flips"),
+        (["--tta", "mirror"], "error: --tta 'mirror': expected one of none, flips, d4"),
     ],
 )
 def test_predict_options_are_checked_before_the_model_loads(tmp_path, cli, option, expected) -> None:

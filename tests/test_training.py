@@ -25,7 +25,7 @@ from pointseg.errors import PointsegError
 from pointseg.normalization import BandStats
 from pointseg.runs import RUN_DIR_VARIABLE
 from pointseg.schema import IGNORE_INDEX
-from pointseg.training import EpochLines, SegmentationDataModule, SegmentationTask, train
+from pointseg.training import Callback, EpochLines, SegmentationDataModule, SegmentationTask, train
 
 Cli = Callable[..., tuple[int, str, str]]  # the `cli` fixture of tests/conftest.py
 CPU_SMALL = Path(__file__).resolve().parents[1] / "configs" / "cpu_small.yaml"
@@ -111,6 +111,51 @@ def test_resume_continues_the_epoch_count(fake_deepglobe: Path, tmp_path: Path) 
     assert summary["train_seconds"] > first_summary["train_seconds"]
     epochs = sorted({int(row["epoch"]) for row in read_metrics(first) if row.get("val_miou")})
     assert epochs == [0, 1, 2]  # history of both sessions is kept in metrics.csv
+
+
+class WeightRecorder(Callback):
+    """Keeps a copy of one parameter of the network after every optimiser step."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.values: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        self.values.append(dict(pl_module.named_parameters())[self.name].detach().clone())
+
+
+@pytest.mark.integration
+def test_ema_decay_validates_saves_and_resumes_with_the_moving_average(
+    fake_deepglobe: Path, tmp_path: Path
+) -> None:
+    head = "model.segmentation_head.0.weight"
+    recorder = WeightRecorder(head)
+    config = small_config(
+        fake_deepglobe, tmp_path, "trainer.max_epochs=2", "optim.ema_decay=0.6", "run_name=averaged"
+    )
+    run_dir = train(config, progress=False, callbacks=[recorder])
+    average = recorder.values[0]  # the first step copies the weights, every later one blends them in
+    for value in recorder.values[1:]:
+        average = 0.6 * average + 0.4 * value
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    torch.testing.assert_close(last["state_dict"][head], average)
+    # the weights being trained travel beside the average, so a resumed run goes on from them
+    torch.testing.assert_close(last["current_model_state"][head], recorder.values[-1])
+    assert not torch.allclose(average, recorder.values[-1])
+    trained = load_trained_model(run_dir / "checkpoints" / "last.ckpt")
+    torch.testing.assert_close(trained.model.state_dict()["segmentation_head.0.weight"], average)
+    again = train(
+        small_config(fake_deepglobe, tmp_path, "trainer.max_epochs=3", "optim.ema_decay=0.6"),
+        resume=run_dir,
+        progress=False,
+    )
+    assert json.loads((again / "summary.json").read_text())["epochs"] == 3
+    plain = train(
+        small_config(fake_deepglobe, tmp_path, "trainer.max_epochs=1", "run_name=plain"), progress=False
+    )
+    assert "current_model_state" not in torch.load(
+        plain / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
 
 
 def test_existing_run_folder_is_not_overwritten(fake_deepglobe: Path, tmp_path: Path) -> None:

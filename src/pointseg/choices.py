@@ -29,9 +29,11 @@ DatasetFormat = Literal["deepglobe", "landcoverai", "dubai", "folder"]
 checks they agree)."""
 PointStrategy = Literal["density", "per-class", "per-region"]
 """How simulated point labels are placed (see :mod:`pointseg.points.simulate`)."""
-TestTimeAugmentation = Literal["none", "flips"]
-"""What a prediction averages: the tile only, or the logits of the tile, its left-right mirror and its
-upside-down mirror (three forward passes; see :func:`pointseg.inference.flip_averaged`)."""
+TestTimeAugmentation = Literal["none", "flips", "d4"]
+"""What a prediction averages: the tile only; the logits of the tile, its left-right mirror and its
+upside-down mirror (``flips``: three forward passes; see :func:`pointseg.inference.flip_averaged`); or
+the logits of all eight rotations and mirrors of the tile (``d4``, the dihedral group of the square:
+eight forward passes; see :func:`pointseg.inference.dihedral_averaged`)."""
 Norm = Literal["group", "batch", "frozen"]
 """Normalisation layers of a network: GroupNorm, trained BatchNorm, or pretrained BatchNorm frozen
 (see :func:`pointseg.models.build_model`)."""

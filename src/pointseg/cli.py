@@ -108,7 +108,8 @@ TtaOption = Annotated[
     choice_option(
         TestTimeAugmentation,
         "--tta",
-        help="flips: average each tile with its two mirrors, 3x the time (default: the model's eval.tta).",
+        help="flips: average each tile with its two mirrors, 3x the time; d4: with its eight rotations and "
+        "mirrors, 8x (default: the model's eval.tta).",
     ),
 ]
 
@@ -451,7 +452,7 @@ def evaluate_command(
         )
     console.print(report.to_table(title=f"{checkpoint} on {len(refs)} image(s) of {data}"))
     if json_out is not None:
-        write_json(json_out, report_json(report, refs, checkpoint, per_image))
+        write_json(json_out, report_json(report, refs, checkpoint, per_image, trained.config.eval.tta))
         console.print(f"report: {json_out}")
 
 

@@ -138,6 +138,13 @@ class OptimConfig(Section):
         1.0, gt=0, le=1, description="the encoder's learning rate as a share of `lr` (fine-tuning)"
     )
     weight_decay: float = Field(0.0, ge=0)
+    ema_decay: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="keep an exponential moving average of the weights with this decay per step "
+        "(Lightning's EMAWeightAveraging): validated, saved and predicted with; 0: off",
+    )
     schedule: Literal["none", "cosine", "poly", "plateau"] = "none"
     poly_power: float = 0.9
     plateau_patience: int = 5
@@ -185,7 +192,9 @@ class EvalConfig(Section):
     overlap: Overlap = 0.25
     batch_size: int = Field(4, ge=1)
     tta: TestTimeAugmentation = Field(
-        "none", description="flips: average the tile with its two mirrors (3x the inference time)"
+        "none",
+        description="flips: average the tile with its two mirrors (3x the inference time); "
+        "d4: with its eight rotations and mirrors (8x)",
     )
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from pointseg.checkpoint import TrainedModel
-from pointseg.choices import Overlap, Precision, Tile, check
+from pointseg.choices import Overlap, Precision, TestTimeAugmentation, Tile, check
 from pointseg.datasets import SampleRef
 from pointseg.errors import PointsegError
 from pointseg.inference import LabelSink, SlidingWindowPredictor, open_source, torch_forward
@@ -253,16 +253,18 @@ def report_json(
     refs: Sequence[SampleRef],
     checkpoint: Path | None,
     per_image: Sequence[dict[str, Any]] = (),
+    tta: TestTimeAugmentation | None = None,
 ) -> dict[str, Any]:
     """The layout of ``pointseg evaluate --json``.
 
-    The report, the images scored, the checkpoint (if any), and with ``per_image`` the
-    :func:`image_summary` of each image.
+    The report, the images scored, the checkpoint (if any), the test-time augmentation the model
+    predicted with (if given), and with ``per_image`` the :func:`image_summary` of each image.
     """
     return {
         **report.to_dict(),
         "images": [ref.id for ref in refs],
         "checkpoint": None if checkpoint is None else str(checkpoint),
+        **({"tta": tta} if tta is not None else {}),
         **({"per_image": list(per_image)} if per_image else {}),
     }
 

@@ -547,7 +547,7 @@ def evaluate_on_test(
             on_sample=scored,
         )
     require_scored_pixels(report, refs)
-    return report_json(report, refs, checkpoint, per_image)
+    return report_json(report, refs, checkpoint, per_image, trained.config.eval.tta)
 
 
 def require_scored_pixels(report: SegmentationReport, refs: Sequence[SampleRef]) -> None:

@@ -19,7 +19,7 @@ import torch
 from pointseg.checkpoint import TrainedModel
 from pointseg.choices import TestTimeAugmentation
 from pointseg.errors import PointsegError
-from pointseg.inference import InferenceModel, flip_averaged
+from pointseg.inference import InferenceModel, tta_averaged
 from pointseg.normalization import BandStats
 from pointseg.raster import atomic_output
 from pointseg.schema import ClassSchema
@@ -104,7 +104,7 @@ def load_onnx_model(
 
     tta = tta or metadata["model"].get("tta", "none")  # exports before eval.tta have none
     return InferenceModel(
-        forward=flip_averaged(forward) if tta == "flips" else forward,
+        forward=tta_averaged(forward, tta),
         schema=ClassSchema.from_dict(metadata["schema"], source=str(path)),
         band_stats=BandStats.from_dict(metadata["band_stats"]),
         tile=int(metadata["tile"]),

@@ -185,6 +185,41 @@ def flip_averaged(forward: Forward) -> Forward:
     return averaged
 
 
+def dihedral_averaged(forward: Forward) -> Forward:
+    """Test-time augmentation: average the logits of a batch over the eight symmetries of the square.
+
+    Overhead imagery has no "up": the tile, its three mirrors (left-right, upside-down, both: the half
+    turn) and the same four of its transpose (the quarter turns and the diagonal mirrors) are each
+    mapped back before the mean. Two forward calls on four times the batch: the transposed half has
+    the tile's width and height swapped, so tiles need not be square.
+    """
+
+    def mirrors(batch: torch.Tensor) -> torch.Tensor:
+        return torch.cat([batch, batch.flip(-1), batch.flip(-2), batch.flip(-2, -1)])
+
+    def unmirrored_sum(logits: torch.Tensor, count: int) -> torch.Tensor:
+        parts = logits.float().split(count)
+        return parts[0] + parts[1].flip(-1) + parts[2].flip(-2) + parts[3].flip(-2, -1)
+
+    def averaged(batch: torch.Tensor) -> torch.Tensor:
+        count = batch.shape[0]
+        upright = unmirrored_sum(forward(mirrors(batch)), count)
+        transposed = unmirrored_sum(forward(mirrors(batch.transpose(-2, -1))), count).transpose(-2, -1)
+        return (upright + transposed) / 8
+
+    return averaged
+
+
+def tta_averaged(forward: Forward, tta: TestTimeAugmentation) -> Forward:
+    """``forward`` averaged as ``tta`` says: unchanged, over the mirrors, or over all eight symmetries."""
+    check(TestTimeAugmentation, tta, "test-time augmentation")
+    if tta == "flips":
+        return flip_averaged(forward)
+    if tta == "d4":
+        return dihedral_averaged(forward)
+    return forward
+
+
 def torch_forward(
     model: nn.Module,
     device: torch.device | str = "cpu",
@@ -193,7 +228,7 @@ def torch_forward(
 ) -> Forward:
     """The fast inference path: eval mode, ``inference_mode``, channels_last, optional bf16 autocast.
 
-    ``tta="flips"`` averages each tile with its mirrors (see :func:`flip_averaged`).
+    ``tta`` averages each tile over its mirrors or its eight symmetries (see :func:`tta_averaged`).
     """
     device = torch.device(device)
     model = model.eval().to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -202,7 +237,7 @@ def torch_forward(
         with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
             return model(batch.to(device).contiguous(memory_format=torch.channels_last))
 
-    return flip_averaged(forward) if tta == "flips" else forward
+    return tta_averaged(forward, tta)
 
 
 ValidMask = Callable[[int, int, int, int], np.ndarray | None]

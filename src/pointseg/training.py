@@ -29,6 +29,7 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import (
     Callback,
     EarlyStopping,
+    EMAWeightAveraging,
     LearningRateMonitor,
     ModelCheckpoint,
     RichProgressBar,
@@ -47,7 +48,7 @@ from pointseg.datasets import SampleRef, split_samples
 from pointseg.datasets.dataset import SegmentationDataset, collate_samples
 from pointseg.datasets.point_sources import PointsDirectory, PointsFile, PointSource, SimulatedPoints
 from pointseg.errors import PointsegError
-from pointseg.inference import ArraySource, LabelSink, SlidingWindowPredictor, flip_averaged
+from pointseg.inference import ArraySource, LabelSink, SlidingWindowPredictor, tta_averaged
 from pointseg.label_expansion import PointExpansion
 from pointseg.losses import (
     PropagationLoss,
@@ -372,7 +373,7 @@ class SegmentationTask(L.LightningModule):
         """Sliding-window labels of a ``(1, C, H, W)`` image; ``IGNORE_INDEX`` where ``valid`` is False."""
         evaluation = self.settings.eval
         predictor = SlidingWindowPredictor(
-            flip_averaged(self.model) if tta == "flips" else self.model,
+            tta_averaged(self.model, tta),
             self.schema.num_classes,
             evaluation.tile,
             evaluation.overlap,
@@ -657,6 +658,10 @@ def _fit(
     trainer_config = config.trainer
     if trainer_config.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor, mode="max", patience=trainer_config.early_stopping_patience))
+    if config.optim.ema_decay:
+        # The average replaces the weights for validation and in every checkpoint's state_dict
+        # (the weights being trained stay under "current_model_state", so a resumed run goes on).
+        callbacks.append(EMAWeightAveraging(decay=config.optim.ema_decay))
     callbacks.extend(extra_callbacks)
     trainer = L.Trainer(
         default_root_dir=run_dir,

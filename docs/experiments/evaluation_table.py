@@ -1,0 +1,35 @@
+"""One results table from the `pointseg evaluate --json` reports of a folder.
+
+Each ``NAME.json`` in the folder (a report of ``pointseg evaluate ... --json NAME.json``) becomes a
+row: its macro mIoU and per-class IoU, named by the file. The table is written to the folder's
+``results.md`` (a temporary file, then renamed):
+
+    python docs/experiments/evaluation_table.py docs/experiments/dubai-lite0-d4
+"""
+
+import json
+import sys
+from pathlib import Path
+
+folder = Path(sys.argv[1])
+reports = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
+if not reports:
+    sys.exit(f"error: {folder}: no pointseg evaluate --json report (*.json) found")
+classes = list(next(iter(reports.values()))["per_class_iou"])
+lines = [
+    "# Test mIoU of saved checkpoints, scored again by `pointseg evaluate`",
+    "",
+    "Macro mIoU (mean of per-class IoU, one confusion matrix over every test image) on dense masks; "
+    "one row per report in this folder, named by its file; the checkpoint and the command options are "
+    "in each report.",
+    "",
+    "| regime | test mIoU (%) | " + " | ".join(classes) + " |",
+    "|---|---:|" + "---:|" * len(classes),
+]
+for name, report in reports.items():
+    per_class = " | ".join(f"{100 * report['per_class_iou'][label]:.1f}" for label in classes)
+    lines.append(f"| {name} | {100 * report['miou']:.1f} | {per_class} |")
+temporary = folder / "results.md.tmp"
+temporary.write_text("\n".join(lines) + "\n")
+temporary.replace(folder / "results.md")
+print("\n".join(lines[4:]))
