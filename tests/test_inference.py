@@ -258,7 +258,7 @@ def test_dihedral_averaged_is_the_mean_over_the_eight_symmetries(height: int, wi
     assert not torch.allclose(averaged, flip_averaged(position_dependent)(batch))
 
 
-def test_test_time_augmented_picks_the_averaging_and_rejects_unknown_names() -> None:
+def test_tta_averaged_picks_the_averaging_and_rejects_unknown_names() -> None:
     batch = torch.from_numpy(random_image(6, 6)[None])
 
     def position_dependent(batch: torch.Tensor) -> torch.Tensor:

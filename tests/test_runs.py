@@ -117,6 +117,21 @@ def test_resume_settings_come_from_the_run_changed_only_by_set(tmp_path: Path) -
     assert (given.optim.lr, given.trainer.max_epochs) == (0.5, 80)
 
 
+def test_a_run_with_a_moving_average_resumes_only_with_one(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, extra=("optim.ema_decay=0.99",))
+    assert resume_settings(run_dir, None, ["optim.ema_decay=0.9"]).optim.ema_decay == 0.9
+    with pytest.raises(
+        PointsegError, match=r"config.yaml: the run keeps a moving average .*ema_decay 0.99\)"
+    ):
+        resume_settings(run_dir, None, ["optim.ema_decay=0"])
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(dump_config(config_for(tmp_path)))
+    with pytest.raises(PointsegError, match=r"resumes only with optim\.ema_decay above 0"):
+        resume_settings(run_dir, plain, ["optim.ema_decay=0"])
+    started_without = make_run(tmp_path / "without")
+    assert resume_settings(started_without, None, ["optim.ema_decay=0.99"]).optim.ema_decay == 0.99
+
+
 def test_a_resumed_session_keeps_the_earlier_config(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path)
     before = (run_dir / "config.yaml").read_text()

@@ -124,8 +124,12 @@ class WeightRecorder(Callback):
         self.values.append(dict(pl_module.named_parameters())[self.name].detach().clone())
 
 
+def read_checkpoint_file(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
 @pytest.mark.integration
-def test_ema_decay_validates_saves_and_resumes_with_the_moving_average(
+def test_ema_decay_saves_the_moving_average_and_a_resumed_run_continues_it(
     fake_deepglobe: Path, tmp_path: Path
 ) -> None:
     head = "model.segmentation_head.0.weight"
@@ -137,25 +141,32 @@ def test_ema_decay_validates_saves_and_resumes_with_the_moving_average(
     average = recorder.values[0]  # the first step copies the weights, every later one blends them in
     for value in recorder.values[1:]:
         average = 0.6 * average + 0.4 * value
-    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    last = read_checkpoint_file(run_dir / "checkpoints" / "last.ckpt")
     torch.testing.assert_close(last["state_dict"][head], average)
+    assert int(last["averaging_state"]["n_averaged"]) == len(recorder.values)
     # the weights being trained travel beside the average, so a resumed run goes on from them
     torch.testing.assert_close(last["current_model_state"][head], recorder.values[-1])
     assert not torch.allclose(average, recorder.values[-1])
     trained = load_trained_model(run_dir / "checkpoints" / "last.ckpt")
     torch.testing.assert_close(trained.model.state_dict()["segmentation_head.0.weight"], average)
+    # resumed: the average goes on from the saved one, not from the weights of the third epoch
+    resumed = WeightRecorder(head)
     again = train(
         small_config(fake_deepglobe, tmp_path, "trainer.max_epochs=3", "optim.ema_decay=0.6"),
         resume=run_dir,
         progress=False,
+        callbacks=[resumed],
     )
     assert json.loads((again / "summary.json").read_text())["epochs"] == 3
+    for value in resumed.values:
+        average = 0.6 * average + 0.4 * value
+    last = read_checkpoint_file(run_dir / "checkpoints" / "last.ckpt")
+    torch.testing.assert_close(last["state_dict"][head], average)
+    assert int(last["averaging_state"]["n_averaged"]) == len(recorder.values) + len(resumed.values)
     plain = train(
         small_config(fake_deepglobe, tmp_path, "trainer.max_epochs=1", "run_name=plain"), progress=False
     )
-    assert "current_model_state" not in torch.load(
-        plain / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
-    )
+    assert "current_model_state" not in read_checkpoint_file(plain / "checkpoints" / "last.ckpt")
 
 
 def test_existing_run_folder_is_not_overwritten(fake_deepglobe: Path, tmp_path: Path) -> None:

@@ -20,15 +20,17 @@ lines = [
     "# Test mIoU of saved checkpoints, scored again by `pointseg evaluate`",
     "",
     "Macro mIoU (mean of per-class IoU, one confusion matrix over every test image) on dense masks; "
-    "one row per report in this folder, named by its file; the checkpoint and the command options are "
-    "in each report.",
+    "one row per report in this folder, named by its file, with the test-time augmentation the report "
+    "records; each report also names its checkpoint and images.",
     "",
-    "| regime | test mIoU (%) | " + " | ".join(classes) + " |",
-    "|---|---:|" + "---:|" * len(classes),
+    "| regime | tta | test mIoU (%) | " + " | ".join(classes) + " |",
+    "|---|---|---:|" + "---:|" * len(classes),
 ]
 for name, report in reports.items():
     per_class = " | ".join(f"{100 * report['per_class_iou'][label]:.1f}" for label in classes)
-    lines.append(f"| {name} | {100 * report['miou']:.1f} | {per_class} |")
+    lines.append(
+        f"| {name} | {report.get('tta', 'not recorded')} | {100 * report['miou']:.1f} | {per_class} |"
+    )
 temporary = folder / "results.md.tmp"
 temporary.write_text("\n".join(lines) + "\n")
 temporary.replace(folder / "results.md")

@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 WHOLE_READ_DRIVERS = ("JPEG", "PNG")  # stream-compressed formats: read once, not window by window
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
-"""Maps a ``(B, C, tile, tile)`` float32 batch to ``(B, K, tile, tile)`` logits."""
+"""Maps a ``(B, C, H, W)`` float32 batch to ``(B, K, H, W)`` logits (tiles: ``H = W = tile``; the
+eight-view averaging also passes the transposed ``W x H`` batch)."""
 
 
 @dataclass

@@ -183,8 +183,8 @@ def resume_settings(run_dir: Path, config_path: Path | None, overrides: Sequence
     saved = load_config(saved_path)
     if config_path is None:
         data = apply_overrides(saved.model_dump(mode="json", by_alias=True), list(overrides))
-        return parse_config(data, f"{saved_path} with --set")
-    given = load_config(config_path, list(overrides))
+        return keeping_the_average(saved, parse_config(data, f"{saved_path} with --set"), saved_path)
+    given = keeping_the_average(saved, load_config(config_path, list(overrides)), saved_path)
     named = [override.partition("=")[0].strip() for override in overrides]
     differing = [
         field
@@ -198,6 +198,25 @@ def resume_settings(run_dir: Path, config_path: Path | None, overrides: Sequence
             "--set key=value"
         )
     return given
+
+
+def keeping_the_average(saved: TrainConfig, settings: TrainConfig, saved_path: Path) -> TrainConfig:
+    """``settings``, unless they switch off the moving average of the weights a run keeps.
+
+    Such a run's checkpoints hold the average as their weights and the weights being trained
+    beside them; only the averaging callback reads the latter back, so without it the run would
+    go on from the average.
+
+    Raises:
+        PointsegError: naming the saved config and the decay.
+    """
+    if saved.optim.ema_decay and not settings.optim.ema_decay:
+        raise PointsegError(
+            f"{saved_path}: the run keeps a moving average of its weights (optim.ema_decay "
+            f"{saved.optim.ema_decay:g}), so it resumes only with optim.ema_decay above 0; "
+            "start a new run to train without it"
+        )
+    return settings
 
 
 def differing_fields(first: TrainConfig, second: TrainConfig) -> list[str]:
