@@ -78,15 +78,16 @@ def test_export_into_a_folder_that_is_a_file_is_one_error_line(exported, tmp_pat
     assert err.startswith(f"error: {tmp_path / 'taken'}") and "Traceback" not in err
 
 
-def test_onnx_model_averages_the_mirrors_when_its_metadata_says_flips(
-    exported: tuple[Path, Path], tmp_path: Path
+@pytest.mark.parametrize("tta", ["flips", "d4"])
+def test_onnx_model_averages_the_views_its_metadata_names(
+    exported: tuple[Path, Path], tmp_path: Path, tta: str
 ) -> None:
     import json
 
     import onnx
 
     from pointseg.export import METADATA_KEY
-    from pointseg.inference import flip_averaged
+    from pointseg.inference import dihedral_averaged, flip_averaged
 
     _, onnx_path = exported
     plain = load_onnx_model(onnx_path)
@@ -95,10 +96,11 @@ def test_onnx_model_averages_the_mirrors_when_its_metadata_says_flips(
     for prop in proto.metadata_props:
         if prop.key == METADATA_KEY:
             metadata = json.loads(prop.value)
-            prop.value = json.dumps({**metadata, "model": {**metadata["model"], "tta": "flips"}})
-    flips_path = tmp_path / "flips.onnx"
-    onnx.save(proto, str(flips_path))
-    batch = torch.randn(2, 3, 64, 96)
-    torch.testing.assert_close(
-        load_onnx_model(flips_path).forward(batch), flip_averaged(plain.forward)(batch)
-    )
+            prop.value = json.dumps({**metadata, "model": {**metadata["model"], "tta": tta}})
+    averaged_path = tmp_path / f"{tta}.onnx"
+    onnx.save(proto, str(averaged_path))
+    averaged = load_onnx_model(averaged_path)
+    assert averaged.metadata["tta"] == tta
+    batch = torch.randn(2, 3, 64, 96)  # not square: the transposed views are 96 x 64
+    averaging = {"flips": flip_averaged, "d4": dihedral_averaged}[tta]
+    torch.testing.assert_close(averaged.forward(batch), averaging(plain.forward)(batch))
