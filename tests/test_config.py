@@ -151,6 +151,21 @@ def test_ema_decay_is_a_decay_below_one(override: str, message: str) -> None:
     assert load_config(CONFIGS / "cpu_small.yaml").optim.ema_decay == 0  # off unless asked for
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("loss.consistency_weight=-1", "greater than or equal to 0"),
+        ("loss.consistency_threshold=1.5", "less than or equal to 1"),
+        ("loss.consistency_strength=2", "less than or equal to 1"),
+    ],
+)
+def test_consistency_settings_are_checked_and_off_by_default(override: str, message: str) -> None:
+    name = override.split("=")[0]
+    with pytest.raises(PointsegError, match=rf"{name}: .*{message}"):
+        load_config(CONFIGS / "cpu_small.yaml", [override])
+    assert load_config(CONFIGS / "cpu_small.yaml").loss.consistency_weight == 0
+
+
 def test_d4_test_time_augmentation_is_a_config_choice() -> None:
     assert load_config(CONFIGS / "cpu_small.yaml", ["eval.tta=d4"]).eval.tta == "d4"
     with pytest.raises(PointsegError, match=r"eval.tta: .*'none', 'flips' or 'd4'"):

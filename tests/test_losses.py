@@ -10,6 +10,7 @@ from pointseg.losses import (
     PartialFocalCrossEntropyLoss,
     batch_class_balance,
     build_loss,
+    confident_consistency_loss,
     dense_cross_entropy,
     partial_cross_entropy,
     partial_focal_cross_entropy,
@@ -271,3 +272,61 @@ def test_batch_class_balance_with_pixel_weights() -> None:
     loss = weighted_partial_cross_entropy(logits, target, pixel_weight, weight=balance)
     class_0 = (0.5 * CE_01 + 0.25 * CE_11) / 0.75
     assert loss.item() == pytest.approx((CE_00 + class_0) / 2, rel=1e-6)
+
+
+def test_consistency_by_hand_counts_confident_teacher_pixels_over_all_valid_pixels() -> None:
+    # Teacher (one 1x3 image, 2 classes): pixel 0 sure of class 1 (p = 0.9), pixel 1 unsure (p = 0.6),
+    # pixel 2 sure of class 0 (p = 0.9). Student: softmax [0.25, 0.75] everywhere.
+    sure = math.log(9)  # softmax([0, ln 9]) = [0.1, 0.9]
+    unsure = math.log(1.5)  # softmax([0, ln 1.5]) = [0.4, 0.6]
+    teacher = torch.tensor([[0.0, 0.0, sure], [sure, unsure, 0.0]]).reshape(1, 2, 1, 3)
+    student = torch.tensor([[0.0, 0.0, 0.0], [LN3, LN3, LN3]]).reshape(1, 2, 1, 3).requires_grad_()
+    loss = confident_consistency_loss(student, teacher, threshold=0.8)
+    # Pixel 0 learns class 1 (-ln 0.75), pixel 2 class 0 (-ln 0.25), pixel 1 nothing; mean over 3 pixels.
+    assert loss.item() == pytest.approx((-math.log(0.75) - math.log(0.25)) / 3, rel=1e-6)
+    loss.backward()
+    assert student.grad is not None
+    assert torch.equal(student.grad[0, :, 0, 1], torch.zeros(2))  # the unsure pixel teaches nothing
+    assert (student.grad[0, :, 0, 0].abs() > 0).all() and (student.grad[0, :, 0, 2].abs() > 0).all()
+    # At a threshold of 0.5 the unsure pixel counts too; at 0.95 none does.
+    assert confident_consistency_loss(student, teacher, 0.5).item() == pytest.approx(
+        (-2 * math.log(0.75) - math.log(0.25)) / 3, rel=1e-6
+    )
+    assert confident_consistency_loss(student, teacher, 0.95).item() == 0
+
+
+def test_consistency_sends_no_gradient_to_the_teacher_and_leaves_out_invalid_pixels() -> None:
+    torch.manual_seed(0)
+    teacher = (torch.randn(2, 4, 5, 6) * 5).requires_grad_()
+    student = torch.randn(2, 4, 5, 6, requires_grad=True)
+    valid = torch.ones(2, 5, 6, dtype=torch.bool)
+    valid[:, :, :2] = False
+    loss = confident_consistency_loss(student, teacher, 0.0, valid)
+    loss.backward()
+    assert teacher.grad is None
+    assert student.grad is not None
+    assert torch.equal(student.grad[..., :2], torch.zeros_like(student.grad[..., :2]))
+    # Same as the loss of the valid columns alone: invalid pixels are out of the mean too.
+    alone = confident_consistency_loss(student[..., 2:], teacher[..., 2:], 0.0)
+    assert loss.item() == pytest.approx(alone.item(), rel=1e-6)
+    # A student that agrees with a confident teacher costs almost nothing.
+    assert confident_consistency_loss(teacher * 100, teacher * 100, 0.9).item() < 1e-3
+
+
+def test_consistency_is_float32_and_finite_for_bfloat16_logits() -> None:
+    torch.manual_seed(0)
+    teacher = (torch.randn(1, 3, 8, 8) * 4).bfloat16()
+    student = torch.randn(1, 3, 8, 8).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = confident_consistency_loss(student, teacher, 0.5)
+    assert loss.dtype == torch.float32 and math.isfinite(loss.item()) and loss.item() > 0
+
+
+def test_consistency_rejects_mismatched_shapes_and_bad_thresholds() -> None:
+    logits = torch.zeros(1, 2, 3, 3)
+    with pytest.raises(ValueError, match="one shape"):
+        confident_consistency_loss(logits, torch.zeros(1, 2, 3, 4), 0.9)
+    with pytest.raises(ValueError, match="valid"):
+        confident_consistency_loss(logits, logits, 0.9, torch.ones(1, 3, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"threshold 1\.5"):
+        confident_consistency_loss(logits, logits, 1.5)

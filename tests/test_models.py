@@ -14,7 +14,7 @@ from torch import nn
 from pointseg import models
 from pointseg.errors import PointsegError
 from pointseg.losses import partial_cross_entropy
-from pointseg.models import build_model, convert_batchnorm_to_groupnorm
+from pointseg.models import build_model, convert_batchnorm_to_groupnorm, running_statistics_kept
 from pointseg.schema import IGNORE_INDEX
 
 ARCHS = ["deeplabv3plus", "deeplabv3"]
@@ -452,3 +452,23 @@ def test_frozen_norm_loads_statistics_from_a_weights_file(tmp_path: Path) -> Non
     model = build_model(3, encoder="resnet18", norm="frozen", weights=str(path))
     assert model.encoder.bn1 in frozen_norms(model)
     assert torch.equal(model.encoder.bn1.running_var, source.encoder.bn1.running_var)
+
+
+def test_running_statistics_kept_inside_the_block_and_updated_after() -> None:
+    from timm.layers import BatchNormAct2d
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm2d(3), BatchNormAct2d(3), nn.Conv2d(3, 3, 1)).train()
+    before = {name: value.clone() for name, value in model.state_dict().items() if "running" in name}
+    batch = torch.randn(4, 3, 8, 8) * 3 + 2
+    with running_statistics_kept(model):
+        out = model[0](batch)
+        model(batch)
+    # Training mode still normalises by the batch's own statistics ...
+    assert torch.allclose(out.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
+    # ... but the running statistics do not move, and the momenta come back.
+    for name, value in before.items():
+        assert torch.equal(model.state_dict()[name], value), name
+    assert model[0].momentum == 0.1 and model[1].momentum == 0.1
+    model(batch)
+    assert not torch.equal(model.state_dict()["0.running_mean"], before["0.running_mean"])

@@ -62,6 +62,19 @@ def epoch_losses(run_dir: Path) -> list[float]:
     return [float(row["train_loss_epoch"]) for row in read_metrics(run_dir) if row.get("train_loss_epoch")]
 
 
+def recorded_training_batches(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Make every ``SegmentationTask.training_step`` append its batch to the returned list."""
+    batches: list[dict] = []
+    step = SegmentationTask.training_step
+
+    def recording_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        batches.append(batch)
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(SegmentationTask, "training_step", recording_step)
+    return batches
+
+
 @pytest.mark.integration
 def test_small_config_trains_on_points_loss_falls_and_checkpoints(
     fake_deepglobe: Path, tmp_path: Path
@@ -256,16 +269,7 @@ def test_ddp_two_processes_on_cpu(fake_deepglobe: Path, tmp_path: Path) -> None:
 def test_expansion_and_propagation_train_with_weights_and_count_only_clicked_points(
     fake_deepglobe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pointseg.training import SegmentationTask
-
-    batches: list[dict] = []
-    step = SegmentationTask.training_step
-
-    def recording_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
-        batches.append(batch)
-        return step(self, batch, batch_idx)
-
-    monkeypatch.setattr(SegmentationTask, "training_step", recording_step)
+    batches = recorded_training_batches(monkeypatch)
     config = small_config(
         fake_deepglobe,
         tmp_path,
@@ -304,22 +308,13 @@ def test_expansion_and_propagation_train_with_weights_and_count_only_clicked_poi
 def test_expansion_and_propagation_are_off_by_default(
     fake_deepglobe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pointseg.training import SegmentationTask
-
-    keys: list[set[str]] = []
-    step = SegmentationTask.training_step
-
-    def recording_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
-        keys.append(set(batch))
-        return step(self, batch, batch_idx)
-
-    monkeypatch.setattr(SegmentationTask, "training_step", recording_step)
+    batches = recorded_training_batches(monkeypatch)
     config = small_config(
         fake_deepglobe, tmp_path, "trainer.max_epochs=1", "trainer.limit_train_batches=1", "run_name=plain"
     )
     assert config.points.expansion.method == "none" and config.loss.propagation_weight == 0
     run_dir = train(config, progress=False)
-    assert keys and not keys[0] & {"point_weights", "expanded_points", "valid"}
+    assert batches and not set(batches[0]) & {"point_weights", "expanded_points", "valid"}
     assert not any(r.get("train_propagation_loss") for r in read_metrics(run_dir))
 
 
@@ -389,6 +384,78 @@ def test_class_balance_weighs_each_class_of_a_batch_the_same(monkeypatch: pytest
             partial_cross_entropy(logits, points).item(), rel=1e-5
         )
         assert expected.item() != pytest.approx(partial_cross_entropy(logits, points).item(), rel=1e-5)
+
+
+def test_consistency_adds_the_perturbed_copy_loss_and_keeps_running_statistics_of_the_crops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pointseg import training
+    from pointseg.losses import confident_consistency_loss, partial_cross_entropy
+
+    perturbed = torch.randn(2, 3, 64, 64)
+    monkeypatch.setattr(training, "strongly_perturbed", lambda image, strength: perturbed)
+    task = cpu_small_task("model.norm=batch", "loss.consistency_weight=0.5", "loss.consistency_threshold=0.2")
+    logged: dict[str, float] = {}
+    monkeypatch.setattr(
+        task,
+        "log",
+        lambda name, value, **kwargs: logged.setdefault(name, float(torch.as_tensor(value).detach())),
+    )
+    torch.manual_seed(0)
+    image = torch.randn(2, 3, 64, 64)
+    points = torch.full((2, 64, 64), 255)
+    points[:, 10, 10], points[:, 40, 20] = 1, 3
+    valid = torch.ones(2, 64, 64, dtype=torch.bool)
+    valid[:, :, :8] = False
+    state = {name: value.clone() for name, value in task.state_dict().items()}
+    task.train()
+    torch.manual_seed(1)  # the same dropout in the decoder for the task and the references
+    loss = task.training_step({"image": image, "points": points, "valid": valid}, 0)
+    # The running statistics are those of one training-mode pass over the crops alone.
+    crops_only = cpu_small_task("model.norm=batch")
+    crops_only.load_state_dict(state)
+    crops_only.train()
+    torch.manual_seed(1)
+    crops_only(image)
+    for name, buffer in crops_only.state_dict().items():
+        if "running" in name:
+            assert torch.allclose(task.state_dict()[name], buffer), name
+    # The logits of both views, recomputed by hand in the same order.
+    reference = cpu_small_task("model.norm=batch")
+    reference.load_state_dict(state)
+    reference.train()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        logits = reference(image)
+        for module in reference.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.momentum = 0.0
+        perturbed_logits = reference(perturbed)
+    consistency = confident_consistency_loss(perturbed_logits, logits, 0.2, valid)
+    assert consistency.item() > 0
+    assert logged["train_consistency_loss"] == pytest.approx(consistency.item(), rel=1e-4)
+    expected = partial_cross_entropy(logits, points) + 0.5 * consistency
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+@pytest.mark.integration
+def test_consistency_training_runs_on_not_padded_pixels(
+    fake_deepglobe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches = recorded_training_batches(monkeypatch)
+    config = small_config(
+        fake_deepglobe,
+        tmp_path,
+        "loss.consistency_weight=1",
+        "loss.consistency_threshold=0",
+        "trainer.max_epochs=1",
+        "run_name=consistent",
+    )
+    run_dir = train(config, progress=False)
+    assert batches and all("valid" in batch for batch in batches)
+    rows = read_metrics(run_dir)
+    values = [float(r["train_consistency_loss"]) for r in rows if r.get("train_consistency_loss")]
+    assert values and all(math.isfinite(v) and v > 0 for v in values)
 
 
 def test_one_parameter_group_at_the_default_encoder_learning_rate() -> None:

@@ -1,7 +1,7 @@
 import torch
 
 from pointseg.schema import IGNORE_INDEX
-from pointseg.transforms import BatchAugmentation
+from pointseg.transforms import BatchAugmentation, strongly_perturbed
 
 
 def position_batch(size: int = 16) -> dict[str, torch.Tensor]:
@@ -81,3 +81,38 @@ def test_the_geometric_pipeline_is_built_once_per_crop_size(monkeypatch) -> None
         augment(position_batch(32))
     assert built == [(16, 16), (32, 32)]
     assert augment.geometric((16, 16), 2) is augment.geometric((16, 16), 2)
+
+
+def test_strong_perturbation_keeps_pixels_in_place() -> None:
+    # Each band of each sample is constant: gain, offset and blur keep it constant, the box sets 0.
+    torch.manual_seed(0)
+    image = torch.arange(8 * 3, dtype=torch.float32).reshape(8, 3, 1, 1).expand(8, 3, 32, 32).clone()
+    original = image.clone()
+    out = strongly_perturbed(image, strength=0.5)
+    assert torch.equal(image, original)  # the input is not changed
+    assert out.shape == image.shape and out.dtype == image.dtype
+    boxes = 0
+    for sample in range(8):
+        for band in range(3):
+            values = out[sample, band]
+            kept = values[0, 0] if values[0, 0] != 0 else values[-1, -1]
+            assert torch.allclose(values[values != 0], kept.expand_as(values[values != 0]), atol=1e-4)
+            gain_offset = (kept - original[sample, band, 0, 0] * 1).abs()
+            assert gain_offset <= 0.5 * original[sample, band, 0, 0].abs() + 0.5 + 1e-4
+        zeros = (out[sample] == 0).all(0)
+        if zeros.any():
+            boxes += 1
+            rows, cols = torch.nonzero(zeros, as_tuple=True)
+            height, width = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+            assert int(zeros.sum()) == height * width  # one rectangle
+            assert 8 <= height <= 16 and 8 <= width <= 16  # a quarter to a half of each side
+    assert 0 < boxes < 8
+
+
+def test_strong_perturbation_is_reproducible_with_a_seed() -> None:
+    image = torch.randn(4, 3, 16, 16)
+    torch.manual_seed(3)
+    first = strongly_perturbed(image)
+    torch.manual_seed(3)
+    assert torch.equal(first, strongly_perturbed(image))
+    assert not torch.equal(first, image)

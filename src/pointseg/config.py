@@ -114,7 +114,9 @@ class LossConfig(Section):
     """The training loss: partial CE (``pce``), partial focal CE (``pfce``) or dense CE (``ce``).
 
     With ``propagation_weight`` above 0, that weight times :func:`pointseg.losses.propagation_loss`
-    (neighbours of similar colour pushed to one class) is added.
+    (neighbours of similar colour pushed to one class) is added; with ``consistency_weight`` above 0,
+    that weight times :func:`pointseg.losses.confident_consistency_loss` between each crop and a
+    strongly perturbed copy (:func:`pointseg.transforms.strongly_perturbed`).
     """
 
     name: Literal["pce", "pfce", "ce"] = "pce"
@@ -127,6 +129,18 @@ class LossConfig(Section):
     propagation_radius: int = Field(2, ge=1, description="window radius of the propagation loss, pixels")
     propagation_sigma_colour: float = Field(0.5, gt=0, description="colour bandwidth, normalised band units")
     propagation_sigma_xy: float = Field(2.0, gt=0, description="spatial bandwidth, pixels")
+    consistency_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of the consistency loss: the model on a strongly perturbed copy of each crop "
+        "learns the confident labels it predicts on the crop itself (FixMatch); 0: off",
+    )
+    consistency_threshold: float = Field(
+        0.95, ge=0, le=1, description="confidence a pixel's prediction needs to teach the perturbed copy"
+    )
+    consistency_strength: float = Field(
+        0.5, ge=0, le=1, description="colour gain/offset of the perturbed copy, normalised band units"
+    )
 
 
 class OptimConfig(Section):

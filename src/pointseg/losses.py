@@ -479,3 +479,57 @@ class PropagationLoss(nn.Module):
     def extra_repr(self) -> str:
         """Show the settings in ``repr(module)``."""
         return f"radius={self.radius}, sigma_colour={self.sigma_colour}, sigma_xy={self.sigma_xy}"
+
+
+def confident_consistency_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    threshold: float,
+    valid: Tensor | None = None,
+    eps: float = 1e-8,
+) -> Tensor:
+    r"""Cross-entropy of a student view against the teacher view's confident labels (FixMatch).
+
+    .. math::
+
+        L = \frac{1}{|V| + \epsilon} \sum_{i \in V} [\max_c q_{i,c} \ge \tau]\,
+            \big(-\log p_{i, \hat y_i}\big), \qquad \hat y_i = \arg\max_c q_{i,c}
+
+    where :math:`q = \mathrm{softmax}(\text{teacher\_logits})` (no gradient flows through it),
+    :math:`p = \mathrm{softmax}(\text{student\_logits})`, :math:`\tau` the ``threshold`` and :math:`V`
+    the valid pixels (Sohn et al., "FixMatch", 2020, per pixel as in Yang et al., "UniMatch", 2023). The
+    mean runs over every valid pixel, confident or not, so the loss grows with the teacher's coverage.
+    It needs no labels: the teacher is the model on the weakly augmented crop, the student the same
+    model on a strongly perturbed copy of it, so the two views must be aligned pixel for pixel.
+
+    Args:
+        student_logits: ``(B, C, H, W)`` scores on the strong view, any float dtype.
+        teacher_logits: ``(B, C, H, W)`` scores on the weak view (detached here).
+        threshold: Confidence :math:`\tau` in ``[0, 1]`` a teacher pixel needs to count.
+        valid: Optional ``(B, H, W)`` bool, the pixels that take part (e.g. not padding).
+        eps: Added to the valid-pixel count so that a batch without valid pixels gives 0.
+
+    Returns:
+        Scalar float32 loss, computed in float32 even for bfloat16 logits or inside autocast.
+
+    Raises:
+        ValueError: for mismatched shapes or a threshold outside ``[0, 1]``.
+    """
+    if student_logits.ndim != 4 or teacher_logits.shape != student_logits.shape:
+        raise ValueError(
+            f"expected student and teacher logits (B, C, H, W) of one shape, got "
+            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
+        )
+    batch, _, height, width = student_logits.shape
+    if valid is not None and valid.shape != (batch, height, width):
+        raise ValueError(f"expected valid (B, H, W) = {(batch, height, width)}, got {tuple(valid.shape)}")
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"threshold {threshold}: expected a probability in [0, 1]")
+    with torch.autocast(device_type=student_logits.device.type, enabled=False):
+        confidence, pseudo_labels = F.softmax(teacher_logits.detach().float(), dim=1).max(dim=1)
+        gate = confidence >= threshold
+        if valid is not None:
+            gate = gate & valid.bool()
+        nll = F.cross_entropy(student_logits.float(), pseudo_labels, reduction="none")
+        pixels = torch.ones_like(nll).sum() if valid is None else valid.float().sum()
+        return (nll * gate.float()).sum() / (pixels + eps)

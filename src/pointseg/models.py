@@ -17,13 +17,14 @@ parameters of a BatchNorm into a GroupNorm does not reproduce what the layer com
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import pickle
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, get_args
 from urllib.parse import urlsplit
@@ -409,3 +410,22 @@ def _unreachable_reason(url: str, timeout: float = NETWORK_TIMEOUT_S) -> str | N
     if not outcome:
         return f"no answer from {urlsplit(url).netloc or url} within {timeout:g} s"
     return outcome[0]
+
+
+@contextlib.contextmanager
+def running_statistics_kept(module: nn.Module) -> Iterator[None]:
+    """Within the block, BatchNorm layers keep their running statistics (training still uses the batch).
+
+    Every ``_BatchNorm``'s momentum is 0 there: the update ``(1 - m) * running + m * batch`` leaves the
+    running values as they are (the batch counter still counts). Used for perturbed copies of the crops,
+    whose colours would otherwise shift the statistics that evaluation normalises with.
+    """
+    layers = [layer for layer in module.modules() if isinstance(layer, nn.modules.batchnorm._BatchNorm)]
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for layer in layers:
+            layer.momentum = 0.0
+        yield
+    finally:
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum

@@ -54,10 +54,11 @@ from pointseg.losses import (
     PropagationLoss,
     batch_class_balance,
     build_loss,
+    confident_consistency_loss,
     weighted_partial_cross_entropy,
 )
 from pointseg.metrics import SegmentationMetrics
-from pointseg.models import build_model
+from pointseg.models import build_model, running_statistics_kept
 from pointseg.normalization import BandStats
 from pointseg.raster import atomic_output
 from pointseg.runs import (
@@ -74,7 +75,7 @@ from pointseg.runs import (
     write_json,
 )
 from pointseg.schema import IGNORE_INDEX, ClassSchema
-from pointseg.transforms import BatchAugmentation
+from pointseg.transforms import BatchAugmentation, strongly_perturbed
 
 MONITOR = "val_miou"
 POINT_MONITOR = "val_point_miou"
@@ -215,7 +216,7 @@ class SegmentationDataModule(L.LightningDataModule):
             with_masks=self.config.supervision == "dense",
             cache_bytes=data.cache_mb << 20,
             expansion=point_expansion(self.config),
-            padding_mask=self.config.loss.propagation_weight > 0,
+            padding_mask=self.config.loss.propagation_weight > 0 or self.config.loss.consistency_weight > 0,
         )
         return DataLoader(
             dataset,
@@ -315,12 +316,20 @@ class SegmentationTask(L.LightningModule):
         weighted per pixel, with the class weights (not the focal variant); with
         ``loss.class_balance`` the class weights are multiplied by the batch's
         :func:`~pointseg.losses.batch_class_balance`; with ``loss.propagation_weight`` above 0,
-        that weight times the propagation loss over the not-padded pixels is added.
+        that weight times the propagation loss over the not-padded pixels is added; with
+        ``loss.consistency_weight`` above 0, that weight times the consistency loss of a strongly
+        perturbed copy of the crops against the model's confident labels on the crops themselves
+        (a second forward pass that leaves BatchNorm's running statistics to the crops).
         ``train_labelled_fraction`` counts the clicked points only.
         """
         target = batch["points"] if self.settings.supervision == "points" else batch["mask"]
         batch_size = target.shape[0]
+        settings = self.settings.loss
         logits = self(batch["image"])
+        if settings.consistency_weight > 0:
+            # The perturbed copies have their own batch statistics but leave the running ones to the crops.
+            with running_statistics_kept(self.model):
+                perturbed_logits = self(strongly_perturbed(batch["image"], settings.consistency_strength))
         class_weights = getattr(self.loss, "weight", None)
         expanded = "point_weights" in batch
         if self.settings.loss.class_balance:
@@ -347,6 +356,19 @@ class SegmentationTask(L.LightningModule):
                 sync_dist=True,
             )
             loss = loss + self.settings.loss.propagation_weight * propagation
+        if settings.consistency_weight > 0:
+            consistency = confident_consistency_loss(
+                perturbed_logits, logits, settings.consistency_threshold, batch.get("valid")
+            )
+            self.log(
+                "train_consistency_loss",
+                consistency,
+                on_step=False,
+                on_epoch=True,
+                batch_size=batch_size,
+                sync_dist=True,
+            )
+            loss = loss + settings.consistency_weight * consistency
         self.log(
             "train_loss",
             loss,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import kornia.augmentation as K
 import torch
+from kornia.filters import gaussian_blur2d
 from torch import nn
 
 from pointseg.schema import IGNORE_INDEX
@@ -95,3 +96,33 @@ class BatchAugmentation(nn.Module):
             image = image * gain + offset
         out["image"] = image
         return out
+
+
+@torch.no_grad()
+def strongly_perturbed(image: torch.Tensor, strength: float = 0.5) -> torch.Tensor:
+    """A strongly perturbed copy of a normalised ``(B, C, H, W)`` batch, aligned pixel for pixel.
+
+    The student view of consistency training (FixMatch's strong augmentation, photometric only so
+    that the teacher's labels stay where they are): per sample and per band a gain in
+    ``1 ± strength`` and an offset in ``± strength`` (normalised units: shifts colour as well as
+    brightness), a Gaussian blur (sigma 0.1-2 pixels) on half the samples (crops above 13 pixels),
+    and on half the samples one rectangle (a quarter to a half of each side) set to 0, the band means.
+    """
+    batch, bands, height, width = image.shape
+    device = image.device
+    gain = 1 + (torch.rand(batch, bands, 1, 1, device=device) * 2 - 1) * strength
+    offset = (torch.rand(batch, bands, 1, 1, device=device) * 2 - 1) * strength
+    out = image * gain + offset
+    blurred = torch.rand(batch, device=device) < 0.5
+    if blurred.any() and min(height, width) > 13:  # smaller crops are not blurred (reflection padding)
+        sigma = 0.1 + torch.rand(int(blurred.sum()), device=device) * 1.9
+        sigma = sigma.unsqueeze(1).expand(-1, 2).contiguous()
+        # Kernel 13 = 2 * ceil(3 * 2) + 1 covers three largest sigmas each side.
+        out[blurred] = gaussian_blur2d(out[blurred], (13, 13), sigma).to(out.dtype)
+    for index in torch.nonzero(torch.rand(batch, device=device) < 0.5).flatten().tolist():
+        box_h = int(height * (0.25 + 0.25 * torch.rand(()).item()))
+        box_w = int(width * (0.25 + 0.25 * torch.rand(()).item()))
+        top = int(torch.randint(0, height - box_h + 1, ()).item())
+        left = int(torch.randint(0, width - box_w + 1, ()).item())
+        out[index, :, top : top + box_h, left : left + box_w] = 0
+    return out
