@@ -458,17 +458,22 @@ def test_running_statistics_kept_inside_the_block_and_updated_after() -> None:
     from timm.layers import BatchNormAct2d
 
     torch.manual_seed(0)
-    model = nn.Sequential(nn.BatchNorm2d(3), BatchNormAct2d(3), nn.Conv2d(3, 3, 1)).train()
-    before = {name: value.clone() for name, value in model.state_dict().items() if "running" in name}
+    model = nn.Sequential(
+        nn.BatchNorm2d(3), BatchNormAct2d(3), nn.BatchNorm2d(3, momentum=None), nn.Conv2d(3, 3, 1)
+    ).train()
+    model(torch.randn(4, 3, 8, 8))  # the cumulative average (momentum None) has one batch
+    tracked = ("running_mean", "running_var", "num_batches_tracked")
+    before = {name: value.clone() for name, value in model.state_dict().items() if name.endswith(tracked)}
     batch = torch.randn(4, 3, 8, 8) * 3 + 2
     with running_statistics_kept(model):
         out = model[0](batch)
         model(batch)
     # Training mode still normalises by the batch's own statistics ...
     assert torch.allclose(out.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
-    # ... but the running statistics do not move, and the momenta come back.
+    # ... but the running statistics and the batch counters do not move, and tracking comes back.
     for name, value in before.items():
         assert torch.equal(model.state_dict()[name], value), name
-    assert model[0].momentum == 0.1 and model[1].momentum == 0.1
+    assert all(layer.track_running_stats for layer in model[:3])
     model(batch)
     assert not torch.equal(model.state_dict()["0.running_mean"], before["0.running_mean"])
+    assert int(model.state_dict()["2.num_batches_tracked"]) == 2

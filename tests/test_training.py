@@ -393,8 +393,19 @@ def test_consistency_adds_the_perturbed_copy_loss_and_keeps_running_statistics_o
     from pointseg.losses import confident_consistency_loss, partial_cross_entropy
 
     perturbed = torch.randn(2, 3, 64, 64)
-    monkeypatch.setattr(training, "strongly_perturbed", lambda image, strength: perturbed)
-    task = cpu_small_task("model.norm=batch", "loss.consistency_weight=0.5", "loss.consistency_threshold=0.2")
+    calls: list[tuple[torch.Tensor, float]] = []
+
+    def perturb(image: torch.Tensor, strength: float) -> torch.Tensor:
+        calls.append((image, strength))
+        return perturbed
+
+    monkeypatch.setattr(training, "strongly_perturbed", perturb)
+    task = cpu_small_task(
+        "model.norm=batch",
+        "loss.consistency_weight=0.5",
+        "loss.consistency_threshold=0.2",
+        "loss.consistency_strength=0.3",
+    )
     logged: dict[str, float] = {}
     monkeypatch.setattr(
         task,
@@ -411,6 +422,7 @@ def test_consistency_adds_the_perturbed_copy_loss_and_keeps_running_statistics_o
     task.train()
     torch.manual_seed(1)  # the same dropout in the decoder for the task and the references
     loss = task.training_step({"image": image, "points": points, "valid": valid}, 0)
+    assert len(calls) == 1 and calls[0][0] is image and calls[0][1] == 0.3  # the crops, at the set strength
     # The running statistics are those of one training-mode pass over the crops alone.
     crops_only = cpu_small_task("model.norm=batch")
     crops_only.load_state_dict(state)
@@ -439,7 +451,7 @@ def test_consistency_adds_the_perturbed_copy_loss_and_keeps_running_statistics_o
 
 
 @pytest.mark.integration
-def test_consistency_training_runs_on_not_padded_pixels(
+def test_consistency_training_gets_the_valid_mask_and_logs_its_loss(
     fake_deepglobe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batches = recorded_training_batches(monkeypatch)

@@ -116,7 +116,8 @@ class LossConfig(Section):
     With ``propagation_weight`` above 0, that weight times :func:`pointseg.losses.propagation_loss`
     (neighbours of similar colour pushed to one class) is added; with ``consistency_weight`` above 0,
     that weight times :func:`pointseg.losses.confident_consistency_loss` between each crop and a
-    strongly perturbed copy (:func:`pointseg.transforms.strongly_perturbed`).
+    strongly perturbed copy (:func:`pointseg.transforms.strongly_perturbed`) is added (without the
+    class weights or the class balance, which weigh the labelled pixels only).
     """
 
     name: Literal["pce", "pfce", "ce"] = "pce"

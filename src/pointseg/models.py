@@ -416,16 +416,17 @@ def _unreachable_reason(url: str, timeout: float = NETWORK_TIMEOUT_S) -> str | N
 def running_statistics_kept(module: nn.Module) -> Iterator[None]:
     """Within the block, BatchNorm layers keep their running statistics (training still uses the batch).
 
-    Every ``_BatchNorm``'s momentum is 0 there: the update ``(1 - m) * running + m * batch`` leaves the
-    running values as they are (the batch counter still counts). Used for perturbed copies of the crops,
-    whose colours would otherwise shift the statistics that evaluation normalises with.
+    Every ``_BatchNorm`` stops tracking there (``track_running_stats = False``): in training mode it
+    normalises by the batch as before, but neither the running mean and variance nor the batch counter
+    (which a cumulative average, ``momentum=None``, weighs by) change. Used for perturbed copies of the
+    crops, whose colours would otherwise shift the statistics that evaluation normalises with.
     """
     layers = [layer for layer in module.modules() if isinstance(layer, nn.modules.batchnorm._BatchNorm)]
-    momenta = [layer.momentum for layer in layers]
+    tracking = [layer.track_running_stats for layer in layers]
     try:
         for layer in layers:
-            layer.momentum = 0.0
+            layer.track_running_stats = False
         yield
     finally:
-        for layer, momentum in zip(layers, momenta, strict=True):
-            layer.momentum = momentum
+        for layer, tracked in zip(layers, tracking, strict=True):
+            layer.track_running_stats = tracked

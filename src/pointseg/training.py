@@ -332,7 +332,7 @@ class SegmentationTask(L.LightningModule):
                 perturbed_logits = self(strongly_perturbed(batch["image"], settings.consistency_strength))
         class_weights = getattr(self.loss, "weight", None)
         expanded = "point_weights" in batch
-        if self.settings.loss.class_balance:
+        if settings.class_balance:
             balance = batch_class_balance(
                 batch["expanded_points"] if expanded else target,
                 logits.shape[1],
@@ -355,7 +355,7 @@ class SegmentationTask(L.LightningModule):
                 batch_size=batch_size,
                 sync_dist=True,
             )
-            loss = loss + self.settings.loss.propagation_weight * propagation
+            loss = loss + settings.propagation_weight * propagation
         if settings.consistency_weight > 0:
             consistency = confident_consistency_loss(
                 perturbed_logits, logits, settings.consistency_threshold, batch.get("valid")

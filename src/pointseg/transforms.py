@@ -117,7 +117,7 @@ def strongly_perturbed(image: torch.Tensor, strength: float = 0.5) -> torch.Tens
     if blurred.any() and min(height, width) > 13:  # smaller crops are not blurred (reflection padding)
         sigma = 0.1 + torch.rand(int(blurred.sum()), device=device) * 1.9
         sigma = sigma.unsqueeze(1).expand(-1, 2).contiguous()
-        # Kernel 13 = 2 * ceil(3 * 2) + 1 covers three largest sigmas each side.
+        # Kernel 13 = 2 * ceil(3 * 2) + 1 reaches three times the largest sigma on each side.
         out[blurred] = gaussian_blur2d(out[blurred], (13, 13), sigma).to(out.dtype)
     for index in torch.nonzero(torch.rand(batch, device=device) < 0.5).flatten().tolist():
         box_h = int(height * (0.25 + 0.25 * torch.rand(()).item()))
