@@ -11,8 +11,18 @@ import json
 import sys
 from pathlib import Path
 
+if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
+    sys.exit("usage: python docs/experiments/evaluation_table.py FOLDER (holding evaluate --json reports)")
 folder = Path(sys.argv[1])
-reports = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
+reports = {}
+for path in sorted(folder.glob("*.json")):
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        sys.exit(f"error: {path}: not readable as JSON ({error})")
+    if not isinstance(report, dict) or not {"miou", "per_class_iou"} <= report.keys():
+        sys.exit(f"error: {path}: expected a pointseg evaluate --json report with miou and per_class_iou")
+    reports[path.stem] = report
 if not reports:
     sys.exit(f"error: {folder}: no pointseg evaluate --json report (*.json) found")
 classes = list(next(iter(reports.values()))["per_class_iou"])

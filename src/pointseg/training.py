@@ -347,27 +347,13 @@ class SegmentationTask(L.LightningModule):
             loss = self.loss(logits, target, weight=class_weights)
         if self.propagation is not None:
             propagation = self.propagation(logits, batch["image"], batch.get("valid"))
-            self.log(
-                "train_propagation_loss",
-                propagation,
-                on_step=False,
-                on_epoch=True,
-                batch_size=batch_size,
-                sync_dist=True,
-            )
+            self._log_epoch_mean("train_propagation_loss", propagation, batch_size)
             loss = loss + settings.propagation_weight * propagation
         if settings.consistency_weight > 0:
             consistency = confident_consistency_loss(
                 perturbed_logits, logits, settings.consistency_threshold, batch.get("valid")
             )
-            self.log(
-                "train_consistency_loss",
-                consistency,
-                on_step=False,
-                on_epoch=True,
-                batch_size=batch_size,
-                sync_dist=True,
-            )
+            self._log_epoch_mean("train_consistency_loss", consistency, batch_size)
             loss = loss + settings.consistency_weight * consistency
         self.log(
             "train_loss",
@@ -379,15 +365,12 @@ class SegmentationTask(L.LightningModule):
             sync_dist=True,
         )
         labelled = (target != IGNORE_INDEX).float().mean()
-        self.log(
-            "train_labelled_fraction",
-            labelled,
-            on_step=False,
-            on_epoch=True,
-            batch_size=batch_size,
-            sync_dist=True,
-        )
+        self._log_epoch_mean("train_labelled_fraction", labelled, batch_size)
         return loss
+
+    def _log_epoch_mean(self, name: str, value: torch.Tensor, batch_size: int) -> None:
+        """Log a training quantity as its mean over the epoch (across processes)."""
+        self.log(name, value, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
 
     def _predict_whole(
         self, image: torch.Tensor, valid: torch.Tensor | None = None, tta: TestTimeAugmentation = "none"
