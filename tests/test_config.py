@@ -170,3 +170,16 @@ def test_d4_test_time_augmentation_is_a_config_choice() -> None:
     assert load_config(CONFIGS / "cpu_small.yaml", ["eval.tta=d4"]).eval.tta == "d4"
     with pytest.raises(PointsegError, match=r"eval.tta: .*'none', 'flips' or 'd4'"):
         load_config(CONFIGS / "cpu_small.yaml", ["eval.tta=d8"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("augment.random_scale=-0.1", "greater than or equal to 0"),
+        ("augment.random_scale=2", "less than or equal to 1"),
+    ],
+)
+def test_random_scale_is_checked_and_off_by_default(override: str, message: str) -> None:
+    with pytest.raises(PointsegError, match=rf"augment.random_scale: .*{message}"):
+        load_config(CONFIGS / "cpu_small.yaml", [override])
+    assert load_config(CONFIGS / "cpu_small.yaml").augment.random_scale == 0

@@ -869,3 +869,20 @@ def test_crop_sampling_reaches_the_training_crops(sampling: str, share: float, t
     stats = BandStats((100.0,) * 3, (50.0,) * 3)
     loader = SegmentationDataModule(config, data.schema, {"train": data.refs}, stats).train_dataloader()
     assert loader.dataset.point_crop_share == share
+
+
+def test_augmentation_settings_reach_the_batch_augmentation(fake_deepglobe: Path, tmp_path: Path) -> None:
+    data = discover_dataset("deepglobe", fake_deepglobe)
+    stats = BandStats((100.0,) * 3, (50.0,) * 3)
+    config = small_config(
+        fake_deepglobe,
+        tmp_path,
+        "augment.color_jitter=0.3",
+        "augment.random_crop=0.1",
+        "augment.random_scale=0.4",
+    )
+    augment = SegmentationDataModule(config, data.schema, {"train": data.refs}, stats).augment
+    assert augment is not None
+    assert (augment.color_jitter, augment.random_crop, augment.random_scale) == (0.3, 0.1, 0.4)
+    off = small_config(fake_deepglobe, tmp_path, "augment.enabled=false")
+    assert SegmentationDataModule(off, data.schema, {"train": data.refs}, stats).augment is None

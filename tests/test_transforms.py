@@ -140,3 +140,45 @@ def test_strong_perturbation_is_reproducible_with_a_seed() -> None:
     torch.manual_seed(3)
     assert torch.equal(first, strongly_perturbed(image))
     assert not torch.equal(first, image)
+
+
+def block_batch(size: int = 32, block: int = 8) -> dict[str, torch.Tensor]:
+    """An image of constant blocks whose value names the block, labelled with the block's index."""
+    rows = torch.arange(size) // block
+    index = rows[:, None] * (size // block) + rows[None, :]
+    return {
+        "image": (index.float() + 10).expand(2, 3, size, size).clone(),
+        "mask": (index % 7).expand(2, size, size).clone(),
+        "points": torch.where(index % 3 == 0, index % 5, IGNORE_INDEX).expand(2, size, size).clone(),
+    }
+
+
+def test_random_scale_zooms_labels_with_the_image() -> None:
+    # Away from block edges a zoomed image keeps a block's exact value, and its label must be that
+    # block's; pixels brought in from outside the crop are 0 and ignored.
+    torch.manual_seed(0)
+    augment = BatchAugmentation(flips=False, rotate90=False, color_jitter=0.0, random_scale=0.5)
+    zoomed_in = zoomed_out = False
+    for _ in range(20):
+        batch = block_batch()
+        out = augment(batch)
+        value = out["image"][:, 0]
+        padded = value == 0
+        exact = (value - value.round()).abs() < 1e-4
+        index = (value.round() - 10).long()
+        inside = exact & ~padded & (index >= 0)
+        assert torch.equal(out["mask"][inside], index[inside] % 7)
+        clicked = inside & (out["points"] != IGNORE_INDEX)
+        assert torch.equal(out["points"][clicked], index[clicked] % 5)
+        assert (out["mask"][padded] == IGNORE_INDEX).all() and (out["points"][padded] == IGNORE_INDEX).all()
+        # a zoom-out pads every sample's border, a zoom-in changes the image without padding it
+        changed = (out["image"] != batch["image"]).flatten(1).any(dim=1)
+        zoomed_in |= bool((changed & ~padded.flatten(1).any(dim=1)).any())
+        zoomed_out |= bool(padded.any())
+    assert zoomed_in and zoomed_out
+
+
+def test_no_random_scale_by_default() -> None:
+    batch = block_batch()
+    out = BatchAugmentation(flips=False, rotate90=False, color_jitter=0.0)(batch)
+    assert torch.equal(out["image"], batch["image"]) and torch.equal(out["mask"], batch["mask"])

@@ -175,6 +175,9 @@ class AugmentConfig(Section):
     random_crop: float = Field(
         0.0, ge=0, le=0.5, description="max shift of a random crop, as a fraction of the side"
     )
+    random_scale: float = Field(
+        0.0, ge=0, le=1, description="max zoom s: each crop scaled by a factor in [1/(1+s), 1+s]; 0: off"
+    )
 
 
 class TrainerConfig(Section):

@@ -191,7 +191,13 @@ class SegmentationDataModule(L.LightningDataModule):
         self.band_stats = band_stats
         augment = config.augment
         self.augment = (
-            BatchAugmentation(augment.flips, augment.rotate90, augment.color_jitter, augment.random_crop)
+            BatchAugmentation(
+                augment.flips,
+                augment.rotate90,
+                augment.color_jitter,
+                augment.random_crop,
+                augment.random_scale,
+            )
             if augment.enabled
             else None
         )

@@ -32,14 +32,24 @@ class BatchAugmentation(nn.Module):
         color_jitter: Strength ``s`` of the jitter: ``x * U(1-s, 1+s) + U(-s, s)`` per sample.
         random_crop: Largest shift of a random crop as a fraction of the side; the crop is padded
             back to the input size, and padded pixels get ``IGNORE_INDEX`` labels.
+        random_scale: Largest zoom ``s``: each crop is scaled about its centre by a factor drawn
+            between ``1 / (1 + s)`` and ``1 + s`` (image bilinear, labels nearest); pixels a zoom-out
+            brings in from outside the crop get ``IGNORE_INDEX`` labels, and a zoom-out can drop a
+            clicked pixel that falls between two sampled ones.
     """
 
     def __init__(
-        self, flips: bool = True, rotate90: bool = True, color_jitter: float = 0.1, random_crop: float = 0.0
+        self,
+        flips: bool = True,
+        rotate90: bool = True,
+        color_jitter: float = 0.1,
+        random_crop: float = 0.0,
+        random_scale: float = 0.0,
     ):
         super().__init__()
         self.color_jitter = color_jitter
         self.random_crop = random_crop
+        self.random_scale = random_scale
         self.flips = flips
         self.rotate90 = rotate90
         self._pipelines: dict[tuple[tuple[int, int], int], K.AugmentationSequential | None] = {}
@@ -60,6 +70,10 @@ class BatchAugmentation(nn.Module):
             steps += [K.RandomHorizontalFlip(), K.RandomVerticalFlip()]
         if self.rotate90 and size[0] == size[1]:
             steps.append(K.RandomRotation90(times=(0, 3), p=1.0))
+        if self.random_scale > 0:
+            steps.append(
+                K.RandomAffine(degrees=0.0, scale=(1 / (1 + self.random_scale), 1 + self.random_scale), p=1.0)
+            )
         if self.random_crop > 0:
             padding = max(1, round(self.random_crop * min(size)))
             steps.append(K.RandomCrop(size, padding=padding))
