@@ -63,3 +63,15 @@ def test_a_folder_without_results_is_named(tmp_path: Path) -> None:
         text=True,
     )
     assert missing.returncode != 0 and "usage:" in missing.stderr
+
+
+def test_a_results_table_without_the_sweep_columns_is_named(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "results.csv").write_text("name,score\na,1\n")
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path / "table"), str(sweep)], capture_output=True, text=True
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "regime, miou and run_dir columns" in result.stderr
+    assert not (tmp_path / "table").exists()

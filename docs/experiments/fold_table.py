@@ -42,11 +42,18 @@ for variant, folder in sweeps:
             results = list(csv.DictReader(file))
     except OSError as error:
         sys.exit(f"error: {table}: not readable ({error}); expected the results.csv of a density sweep")
+    if not results or not {"regime", "miou", "run_dir"} <= results[0].keys():
+        sys.exit(
+            f"error: {table}: expected a density sweep's results.csv with regime, miou and run_dir columns"
+        )
     splits = None
     for result in results:
-        environment = Path(result.get("run_dir") or "") / "environment.json"
+        environment = Path(result["run_dir"] or "") / "environment.json"
         if environment.is_file():
-            splits = json.loads(environment.read_text()).get("splits")
+            try:
+                splits = json.loads(environment.read_text()).get("splits")
+            except (OSError, ValueError, AttributeError) as error:
+                sys.exit(f"error: {environment}: not a run's environment.json ({error})")
             break
     if not splits or "test" not in splits or "train" not in splits:
         sys.exit(f"error: {sweep}: no run folder with an environment.json naming its train and test images")
