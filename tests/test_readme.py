@@ -6,6 +6,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+EXPERIMENT_LOG_PATH = ROOT / "docs" / "experiments" / "README.md"
+EXPERIMENT_LOG = EXPERIMENT_LOG_PATH.read_text()
 
 
 def code_blocks(text: str) -> list[str]:
@@ -39,7 +41,7 @@ def test_the_run_command_needs_nothing_beside_the_project() -> None:
 
 
 def test_every_config_and_path_the_readme_names_exists() -> None:
-    for config in set(re.findall(r"configs/[\w.]+\.yaml", README)):
+    for config in set(re.findall(r"configs/[\w.]+\.yaml", README + EXPERIMENT_LOG)):
         assert (ROOT / config).is_file(), config
     for pattern in re.findall(r"configs/([\w]+)_\{([\d,]+)\}(\w+)\.yaml", README):
         prefix, numbers, suffix = pattern
@@ -54,17 +56,46 @@ def test_every_config_and_path_the_readme_names_exists() -> None:
         assert (ROOT / path).is_file(), path
 
 
-def test_quoted_results_come_from_regenerated_files() -> None:
-    results = section(README, "Results: mIoU against label density")
-    sources = re.findall(r"\(([\w/.-]+/(?:results|ablation)\.md)\)", results)
-    assert sources, "the results section names the results.md files it quotes"
+def quoted_rows_missing_from_sources(text: str, folder: Path) -> list[str]:
+    """Table rows of ``text`` (header rows aside) that none of the results files it links contains."""
+    sources = re.findall(r"\(([\w/.-]+/(?:results|ablation)\.md)\)", text)
+    assert sources, "the text names the results.md files it quotes"
     quoted = {
         line
-        for line in results.splitlines()
+        for line in text.splitlines()
         if line.startswith("| ") and not line.startswith(("| regime", "| step"))
     }
-    generated = set()
+    assert quoted, "the text quotes table rows"
+    generated: set[str] = set()
     for source in sources:
-        generated |= set((ROOT / source).read_text().splitlines())
-    assert quoted, "the results section quotes table rows"
-    assert quoted <= generated, f"rows not in {sources}: {sorted(quoted - generated)}"
+        generated |= set((folder / source).read_text().splitlines())
+    return sorted(quoted - generated)
+
+
+def test_quoted_results_come_from_regenerated_files() -> None:
+    results = section(README, "Results: mIoU against label density")
+    assert quoted_rows_missing_from_sources(results, ROOT) == []
+
+
+def test_the_experiment_logs_results_come_from_regenerated_files() -> None:
+    assert quoted_rows_missing_from_sources(EXPERIMENT_LOG, EXPERIMENT_LOG_PATH.parent) == []
+
+
+def heading_anchors(text: str) -> set[str]:
+    """GitHub's anchors for the headings of a Markdown text (lower case, punctuation dropped)."""
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", text, flags=re.S), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-") for heading in headings}
+
+
+def test_every_relative_link_leads_to_a_file_and_heading() -> None:
+    for document in (ROOT / "README.md", EXPERIMENT_LOG_PATH):
+        text = re.sub(r"```.*?```", "", document.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (document.parent / path).resolve() if path else document
+            assert linked.exists(), f"{document.name}: {target} leads nowhere"
+            if anchor:
+                anchors = heading_anchors(linked.read_text())
+                assert anchor in anchors, f"{document.name}: no heading for {target}"
