@@ -1,5 +1,6 @@
-"""The README is part of the product: its commands must be the ones CI runs, and every number it
-quotes must appear, verbatim, in a file that a named command regenerates."""
+"""The README and the experiment log are part of the product: the README's commands must be the ones
+CI runs, every table row either quotes must appear, verbatim, in a file that a named command
+regenerates, and every link between them must lead somewhere."""
 
 import re
 from pathlib import Path
