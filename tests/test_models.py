@@ -117,6 +117,26 @@ def test_other_band_counts_and_output_shape(in_channels: int) -> None:
     assert logits.shape == (2, 5, 64, 64)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_atrous_rates_reach_the_aspp_branches(arch: str) -> None:
+    def dilations(model: nn.Module) -> list[int]:
+        aspp = model.decoder.aspp[0] if arch == "deeplabv3plus" else model.decoder.aspp
+        convs = [m for branch in aspp.convs[1:4] for m in branch.modules() if isinstance(m, nn.Conv2d)]
+        return [m.dilation[0] for m in convs if m.kernel_size == (3, 3)]
+
+    assert dilations(build_model(3, encoder="resnet18", arch=arch)) == [12, 24, 36]  # smp's default
+    model = build_model(3, encoder="resnet18", arch=arch, atrous_rates=(6, 12, 18)).eval()
+    assert dilations(model) == [6, 12, 18]
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+
+
+@pytest.mark.parametrize("rates", [(6, 12), (0, 12, 18)])
+def test_atrous_rates_must_be_three_positive_integers(rates: tuple[int, ...]) -> None:
+    with pytest.raises(PointsegError, match="expected three positive integers"):
+        build_model(3, encoder="resnet18", atrous_rates=rates)
+
+
 def test_default_is_deeplabv3plus_resnet50() -> None:
     import segmentation_models_pytorch as smp
 

@@ -141,7 +141,12 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> 
     band_stats = BandStats.from_dict(hparams["band_stats"])
     settings = config.model
     model = build_model(
-        schema.num_classes, band_stats.num_bands, settings.arch, settings.encoder, settings.norm
+        schema.num_classes,
+        band_stats.num_bands,
+        settings.arch,
+        settings.encoder,
+        settings.norm,
+        atrous_rates=settings.atrous_rates,
     )
     weights = {
         k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from pointseg.choices import CropSampling, DatasetFormat, Norm, Overlap, TestTimeAugmentation, Tile
 from pointseg.errors import PointsegError
@@ -107,6 +107,10 @@ class ModelConfig(Section):
     norm: Norm = "group"
     weights: str | None = Field(
         None, description="None, a local weights file, or a hub name such as 'imagenet'"
+    )
+    atrous_rates: tuple[PositiveInt, PositiveInt, PositiveInt] | None = Field(
+        None,
+        description="dilation rates of the ASPP module's three atrous branches; default smp's (12, 24, 36)",
     )
 
 

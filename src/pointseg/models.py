@@ -24,7 +24,7 @@ import pickle
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, get_args
 from urllib.parse import urlsplit
@@ -73,6 +73,7 @@ def build_model(
     encoder: str = "resnet50",
     norm: str = "group",
     weights: str | None = None,
+    atrous_rates: Sequence[int] | None = None,
 ) -> nn.Module:
     """Create a segmentation network.
 
@@ -98,6 +99,9 @@ def build_model(
             installed package (:data:`pointseg.pretrained.OFFLINE_WEIGHTS`, e.g.
             ``"tu-efficientnet_lite0"`` with ``"imagenet"``) load without a network. Pretrained
             weights for 3 bands are adapted to ``in_channels`` the way smp does it.
+        atrous_rates: Dilation rates of the ASPP module's three atrous branches; ``None``: smp's
+            ``(12, 24, 36)``. At output stride 16 a 256-pixel crop gives a 16x16 feature map, so
+            rates above 15 reach only padding in training (DeepLabV3 used ``(6, 12, 18)`` there).
 
     Returns:
         An ``nn.Module`` mapping ``(B, in_channels, H, W)`` float images to ``(B, C, H, W)``
@@ -119,8 +123,11 @@ def build_model(
         raise PointsegError(f"norm {norm!r} is not known; expected one of {list(NORMS)}")
     _check_encoder_name(encoder)
 
+    if atrous_rates is not None and (len(atrous_rates) != 3 or min(atrous_rates) < 1):
+        raise PointsegError(f"atrous rates {list(atrous_rates)}: expected three positive integers")
+    decoder = {} if atrous_rates is None else {"decoder_atrous_rates": tuple(atrous_rates)}
     model = ARCHITECTURES[arch](
-        encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=num_classes
+        encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=num_classes, **decoder
     )
     if weights is not None and weights.lower() != "none":
         _load_weights(model, encoder, weights, in_channels, ignore_batchnorm_statistics=norm == "group")

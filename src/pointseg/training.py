@@ -300,6 +300,7 @@ class SegmentationTask(L.LightningModule):
             model.encoder,
             model.norm,
             model.weights if load_pretrained else None,
+            model.atrous_rates,
         )
         loss = self.settings.loss
         self.loss = build_loss(loss.name, loss.gamma, loss.class_weights)
