@@ -1,11 +1,12 @@
 """How often the pixels that superpixel expansion adds carry the right class, on Dubai training tiles.
 
-Draws the ablation's points (10 per class, seed 0) on the first 12 training images of
-configs/dubai_cpu_small.yaml, expands them as training would, and compares the expanded pixels with
-the dense masks:
+Draws the ablation's points (10 per class, seed 0; or one per region of at least 100 px with a third
+argument ``per-region``) on the first 12 training images of configs/dubai_cpu_small.yaml, expands
+them as training would, and compares the expanded pixels with the dense masks:
 
     python docs/experiments/expansion_precision.py slic 400
     python docs/experiments/expansion_precision.py felzenszwalb 100
+    python docs/experiments/expansion_precision.py felzenszwalb 100 per-region
 """
 
 import sys
@@ -21,7 +22,11 @@ from pointseg.training import point_source
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "dubai_cpu_small.yaml"
 
 method, size = sys.argv[1], int(sys.argv[2])
-data = apply_overrides(read_config_data(CONFIG), ["points.strategy=per-class", "points.per_class=10"])
+protocol = {
+    "per-class": ["points.strategy=per-class", "points.per_class=10"],
+    "per-region": ["points.strategy=per-region", "points.min_area=100"],
+}[sys.argv[3] if len(sys.argv) > 3 else "per-class"]
+data = apply_overrides(read_config_data(CONFIG), protocol)
 config = parse_config(data, str(CONFIG))
 schema, splits = split_samples(config.data)
 source = point_source(config, schema)
