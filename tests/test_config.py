@@ -126,6 +126,17 @@ def test_sliding_window_ranges_are_checked_with_the_config(override: str, field:
         load_config(CONFIGS / "cpu_small.yaml", [override])
 
 
+@pytest.mark.parametrize("rates", ["[6, 12]", "[0, 12, 18]", "[6, 12, 18, 24]"])
+def test_atrous_rates_are_three_positive_integers(rates: str) -> None:
+    assert load_config(CONFIGS / "cpu_small.yaml", ["model.atrous_rates=[6, 12, 18]"]).model.atrous_rates == (
+        6,
+        12,
+        18,
+    )
+    with pytest.raises(PointsegError, match=r"invalid config:\n  model\.atrous_rates"):
+        load_config(CONFIGS / "cpu_small.yaml", [f"model.atrous_rates={rates}"])
+
+
 def test_points_file_settings_are_checked() -> None:
     config = load_config(CONFIGS / "cpu_small.yaml", ["points.file=clicks.geojson", "points.class_field=lc"])
     assert (config.points.file, config.points.class_field, config.points.given) == (
