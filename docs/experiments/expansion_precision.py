@@ -21,12 +21,15 @@ from pointseg.training import point_source
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "dubai_cpu_small.yaml"
 
-method, size = sys.argv[1], int(sys.argv[2])
-protocol = {
+PROTOCOLS = {
     "per-class": ["points.strategy=per-class", "points.per_class=10"],
     "per-region": ["points.strategy=per-region", "points.min_area=100"],
-}[sys.argv[3] if len(sys.argv) > 3 else "per-class"]
-data = apply_overrides(read_config_data(CONFIG), protocol)
+}
+method, size = sys.argv[1], int(sys.argv[2])
+protocol = sys.argv[3] if len(sys.argv) > 3 else "per-class"
+if protocol not in PROTOCOLS:
+    sys.exit(f"points {protocol!r}: expected one of {list(PROTOCOLS)}")
+data = apply_overrides(read_config_data(CONFIG), PROTOCOLS[protocol])
 config = parse_config(data, str(CONFIG))
 schema, splits = split_samples(config.data)
 source = point_source(config, schema)
