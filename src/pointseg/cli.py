@@ -347,8 +347,8 @@ def map_command(
     weights: Annotated[
         str,
         typer.Option(
-            help="Encoder weights: imagenet (shipped offline for tu-efficientnet_lite0), a local file, "
-            "a hub name, or none."
+            help="Encoder weights: imagenet (shipped offline for tu-efficientnet_lite0 to _lite2), "
+            "a local file, a hub name, or none."
         ),
     ] = "imagenet",
     norm: Annotated[

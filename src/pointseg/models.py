@@ -96,9 +96,10 @@ def build_model(
             ``"state_dict"`` also works) for the encoder or the whole model; or a hub name that
             smp knows for this encoder, e.g. ``"imagenet"`` (for ``"tu-"`` encoders any hub name
             means timm's pretrained weights for the tag in the encoder name). Pairs shipped in an
-            installed package (:data:`pointseg.pretrained.OFFLINE_WEIGHTS`, e.g.
-            ``"tu-efficientnet_lite0"`` with ``"imagenet"``) load without a network. Pretrained
-            weights for 3 bands are adapted to ``in_channels`` the way smp does it.
+            installed package (:data:`pointseg.pretrained.OFFLINE_WEIGHTS`:
+            ``"tu-efficientnet_lite0"``, ``_lite1`` or ``_lite2`` with ``"imagenet"``) load
+            without a network. Pretrained weights for 3 bands are adapted to ``in_channels`` the
+            way smp does it.
         atrous_rates: Dilation rates of the ASPP module's three atrous branches; ``None``: smp's
             ``(12, 24, 36)``. At output stride 16 a 256-pixel crop gives a 16x16 feature map, so
             rates above 15 reach only padding in training (DeepLabV3 used ``(6, 12, 18)`` there).

