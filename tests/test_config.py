@@ -137,6 +137,13 @@ def test_atrous_rates_are_three_positive_integers(rates: str) -> None:
         load_config(CONFIGS / "cpu_small.yaml", [f"model.atrous_rates={rates}"])
 
 
+def test_output_stride_is_8_or_16() -> None:
+    assert load_config(CONFIGS / "cpu_small.yaml").model.output_stride is None
+    assert load_config(CONFIGS / "cpu_small.yaml", ["model.output_stride=8"]).model.output_stride == 8
+    with pytest.raises(PointsegError, match=r"invalid config:\n  model\.output_stride"):
+        load_config(CONFIGS / "cpu_small.yaml", ["model.output_stride=32"])
+
+
 def test_points_file_settings_are_checked() -> None:
     config = load_config(CONFIGS / "cpu_small.yaml", ["points.file=clicks.geojson", "points.class_field=lc"])
     assert (config.points.file, config.points.class_field, config.points.given) == (

@@ -139,6 +139,25 @@ def test_atrous_rates_must_be_three_positive_integers(rates: tuple[int, ...]) ->
         build_model(3, encoder="resnet18", atrous_rates=rates)
 
 
+@pytest.mark.parametrize(("arch", "default"), [("deeplabv3plus", 16), ("deeplabv3", 8)])
+def test_output_stride_sets_how_far_the_encoder_downsamples(arch: str, default: int) -> None:
+    def deepest_feature_side(model: nn.Module) -> int:
+        with torch.no_grad():
+            return int(model.encoder(torch.randn(1, 3, 64, 64))[-1].shape[-1])
+
+    assert deepest_feature_side(build_model(3, encoder="resnet18", arch=arch).eval()) == 64 // default
+    for stride in (8, 16):
+        model = build_model(3, encoder="resnet18", arch=arch, output_stride=stride).eval()
+        assert deepest_feature_side(model) == 64 // stride
+        with torch.no_grad():
+            assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+
+
+def test_output_stride_must_be_8_or_16() -> None:
+    with pytest.raises(PointsegError, match="output stride 32: expected 8 or 16"):
+        build_model(3, encoder="resnet18", output_stride=32)
+
+
 def test_default_is_deeplabv3plus_resnet50() -> None:
     import segmentation_models_pytorch as smp
 

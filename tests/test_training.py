@@ -107,17 +107,23 @@ def test_small_config_trains_on_points_loss_falls_and_checkpoints(
 
 
 @pytest.mark.integration
-def test_atrous_rates_are_trained_with_and_rebuilt_from_the_checkpoint(
+def test_atrous_rates_and_output_stride_are_trained_with_and_rebuilt_from_the_checkpoint(
     fake_deepglobe: Path, tmp_path: Path
 ) -> None:
     config = small_config(
-        fake_deepglobe, tmp_path, "trainer.max_epochs=1", "model.atrous_rates=[2, 4, 6]", "run_name=rates"
+        fake_deepglobe,
+        tmp_path,
+        "trainer.max_epochs=1",
+        "model.atrous_rates=[2, 4, 6]",
+        "model.output_stride=8",
+        "run_name=rates",
     )
     run_dir = train(config, progress=False)
-    # dilation leaves the weights' shapes alone: only the rebuilt network shows whether the rates came back
+    # dilation leaves the weights' shapes alone: only the rebuilt network shows whether the settings came back
     model = load_trained_model(run_dir / "checkpoints" / "best.ckpt").model
     separable = [model.decoder.aspp[0].convs[i][0][0] for i in (1, 2, 3)]
     assert [conv.dilation for conv in separable] == [(2, 2), (4, 4), (6, 6)]
+    assert model.encoder.output_stride == 8
 
 
 @pytest.mark.integration

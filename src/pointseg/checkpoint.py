@@ -147,6 +147,7 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> 
         settings.encoder,
         settings.norm,
         atrous_rates=settings.atrous_rates,
+        output_stride=settings.output_stride,
     )
     weights = {
         k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")

@@ -112,6 +112,11 @@ class ModelConfig(Section):
         None,
         description="dilation rates of the ASPP module's three atrous branches; default smp's (12, 24, 36)",
     )
+    output_stride: Literal[8, 16] | None = Field(
+        None,
+        description="the encoder's output stride (its last stages dilated instead of strided); "
+        "default the architecture's: 16 for deeplabv3plus, 8 for deeplabv3",
+    )
 
 
 class LossConfig(Section):

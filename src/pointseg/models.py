@@ -74,6 +74,7 @@ def build_model(
     norm: str = "group",
     weights: str | None = None,
     atrous_rates: Sequence[int] | None = None,
+    output_stride: int | None = None,
 ) -> nn.Module:
     """Create a segmentation network.
 
@@ -103,11 +104,13 @@ def build_model(
         atrous_rates: Dilation rates of the ASPP module's three atrous branches; ``None``: smp's
             ``(12, 24, 36)``. At output stride 16 a 256-pixel crop gives a 16x16 feature map, so
             rates above 15 reach only padding in training (DeepLabV3 used ``(6, 12, 18)`` there).
+        output_stride: 8 or 16: how far the encoder downsamples, its last stages dilated instead
+            of strided beyond that; ``None``: the architecture's (16 for ``deeplabv3plus``, 8 for
+            ``deeplabv3``). Stride 8 keeps finer detail at several times the compute.
 
     Returns:
         An ``nn.Module`` mapping ``(B, in_channels, H, W)`` float images to ``(B, C, H, W)``
-        logits; ``H`` and ``W`` must be multiples of ``model.encoder.output_stride`` (16 for
-        ``deeplabv3plus``, 8 for ``deeplabv3``).
+        logits; ``H`` and ``W`` must be multiples of ``model.encoder.output_stride``.
 
     Raises:
         PointsegError: for an unknown architecture, encoder or norm; a weights file that is
@@ -126,7 +129,11 @@ def build_model(
 
     if atrous_rates is not None and (len(atrous_rates) != 3 or min(atrous_rates) < 1):
         raise PointsegError(f"atrous rates {list(atrous_rates)}: expected three positive integers")
-    decoder = {} if atrous_rates is None else {"decoder_atrous_rates": tuple(atrous_rates)}
+    if output_stride not in (None, 8, 16):
+        raise PointsegError(f"output stride {output_stride}: expected 8 or 16")
+    decoder: dict[str, Any] = {} if atrous_rates is None else {"decoder_atrous_rates": tuple(atrous_rates)}
+    if output_stride is not None:
+        decoder["encoder_output_stride"] = output_stride
     model = ARCHITECTURES[arch](
         encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=num_classes, **decoder
     )

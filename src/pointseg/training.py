@@ -301,6 +301,7 @@ class SegmentationTask(L.LightningModule):
             model.norm,
             model.weights if load_pretrained else None,
             model.atrous_rates,
+            model.output_stride,
         )
         loss = self.settings.loss
         self.loss = build_loss(loss.name, loss.gamma, loss.class_weights)
