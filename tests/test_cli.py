@@ -340,6 +340,19 @@ def test_points_import_of_pixel_geojson(cli, tmp_path) -> None:
     )
 
 
+def test_points_import_of_a_file_without_points_is_an_error(cli, tmp_path) -> None:
+    root = write_deepglobe(tmp_path / "data", count=1, size=32)
+    header_only = tmp_path / "points.csv"
+    header_only.write_text("col,row,class\n")
+    code, _, err = cli(
+        "points", "import", header_only, "--image", root / "100_sat.jpg", "-f", "deepglobe",
+        "--out", tmp_path / "imported",
+    )  # fmt: skip
+    assert code == 1
+    assert err.startswith(f"error: {header_only}: holds no points; expected at least one clicked point")
+    assert not (tmp_path / "imported").exists()
+
+
 def add_outside_point(path: Path) -> Path:
     collection = json.loads(path.read_text())
     x, y = collection["features"][0]["geometry"]["coordinates"]
@@ -406,7 +419,7 @@ def test_points_import_needs_classes(cli, tmp_path, simulated) -> None:
         tmp_path / "imported",
     )
     assert code == 1
-    assert "give --schema FILE" in err
+    assert err.startswith("error: no classes given: give --schema FILE, or --format ") and "None" not in err
     assert not (tmp_path / "imported").exists()
 
 

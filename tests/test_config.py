@@ -137,6 +137,11 @@ def test_atrous_rates_are_three_positive_integers(rates: str) -> None:
         load_config(CONFIGS / "cpu_small.yaml", [f"model.atrous_rates={rates}"])
 
 
+def test_a_set_value_that_is_not_yaml_is_an_error_naming_it() -> None:
+    with pytest.raises(PointsegError, match=r"--set 'data\.val=\[1,': the value is not valid YAML \("):
+        load_config(CONFIGS / "cpu_small.yaml", ["data.val=[1,"])
+
+
 def test_output_stride_is_8_or_16() -> None:
     assert load_config(CONFIGS / "cpu_small.yaml").model.output_stride is None
     assert load_config(CONFIGS / "cpu_small.yaml", ["model.output_stride=8"]).model.output_stride == 8

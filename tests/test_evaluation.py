@@ -234,18 +234,33 @@ def test_evaluate_options_are_checked_before_the_model_loads(tmp_path, cli, opti
     assert code == 1 and " ".join(err.split()).startswith(expected)
 
 
-def test_evaluate_shows_progress_and_reports_unwritable_output_in_one_line(
-    untrained_checkpoint, tmp_path, cli
+@pytest.mark.parametrize(
+    ("json_name", "expected"),
+    [("taken/report.json", "taken is a file, not a folder"), ("folder", "folder: is a folder; expected")],
+)
+def test_evaluate_reports_an_unwritable_json_path_before_it_evaluates(
+    untrained_checkpoint, tmp_path, cli, json_name, expected
 ) -> None:
     data = write_deepglobe(tmp_path / "data", count=2, size=64)
     (tmp_path / "taken").write_text("a file, not a folder")
+    (tmp_path / "folder").mkdir()
     code, out, err = cli(
         "evaluate", "--checkpoint", untrained_checkpoint, "--data", data, "-f", "deepglobe",
-        "--json", tmp_path / "taken" / "report.json",
+        "--json", tmp_path / json_name,
     )  # fmt: skip
     assert code == 1
+    assert "evaluating" not in out
+    assert err.startswith(f"error: {tmp_path / json_name}") and expected in " ".join(err.split())
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "folder", "taken"]
+    assert list((tmp_path / "folder").iterdir()) == []
+
+
+def test_evaluate_shows_progress(untrained_checkpoint, tmp_path, cli) -> None:
+    data = write_deepglobe(tmp_path / "data", count=2, size=64)
+    code, out, _ = cli("evaluate", "--checkpoint", untrained_checkpoint, "--data", data, "-f", "deepglobe")
+    assert code == 0
     assert "evaluating: 1/2 images (100_sat)" in out and "evaluating: 2/2 images (101_sat)" in out
-    assert err.startswith(f"error: {tmp_path / 'taken'}") and "Traceback" not in err
 
 
 def test_evaluate_with_a_checkpoint_whose_config_is_invalid_is_one_error_line(

@@ -166,6 +166,16 @@ def test_nothing_to_hold_out_is_an_error(tmp_path: Path) -> None:
         map_images([image], points, tmp_path / "map", MapSettings(**{**TINY.__dict__, "holdout": 0.01}))
 
 
+def test_no_point_left_to_train_on_is_an_error(tmp_path: Path) -> None:
+    image, points = scene(tmp_path)
+    one_block = MapSettings(**{**TINY.__dict__, "block_size": 128})  # the whole 64 px image is one block
+    with pytest.raises(
+        PointsegError, match=r"no point left to train on: 1 image\(s\) with \d+ points .*--holdout"
+    ):
+        map_images([image], points, tmp_path / "map", one_block, progress=False)
+    assert not (tmp_path / "map").exists()
+
+
 def test_cli_map_reports_bad_input_as_one_error_line(tmp_path: Path, cli: Cli) -> None:
     image, points = scene(tmp_path)
     code, _, err = cli("map", image, "--points", points, "--out", tmp_path / "map")  # class field 'class'

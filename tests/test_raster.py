@@ -1,4 +1,5 @@
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -184,6 +185,18 @@ def test_atomic_output_failure_leaves_no_file(tmp_path) -> None:
     assert snapshot(tmp_path) == {}
 
 
+def test_atomic_output_refuses_a_folder_or_a_path_under_a_file_before_writing(tmp_path) -> None:
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("kept")
+    folder_error = pytest.raises(PointsegError, match=r"folder: is a folder; expected the path of a file")
+    with folder_error, atomic_output(tmp_path / "folder"):
+        pytest.fail("the block ran")
+    under_a_file = pytest.raises(PointsegError, match=r"sub/out\.json: .*file is a file, not a folder")
+    with under_a_file, atomic_output(tmp_path / "file" / "sub" / "out.json"):
+        pytest.fail("the block ran")
+    assert snapshot(tmp_path) == {"file": b"kept"} and list((tmp_path / "folder").iterdir()) == []
+
+
 def test_atomic_output_failure_keeps_existing_destination(tmp_path) -> None:
     target = tmp_path / "result.txt"
     target.write_text("old")
@@ -300,3 +313,17 @@ def test_truncated_png_is_an_error_not_garbage_rows(tmp_path: Path) -> None:
     with pytest.raises(PointsegError, match=r"corrupt\.png: the PNG is corrupt: .* fails its CRC check"):
         read_window(corrupt)
     assert read_window(png).shape == (1, 64, 64)
+
+
+@pytest.mark.parametrize(
+    ("content", "found"), [(b"", "an empty file"), (b"class,x,y\n", "10 bytes beginning b'class,x,'")]
+)
+def test_a_png_without_the_png_signature_is_not_called_truncated(
+    tmp_path: Path, content: bytes, found: str
+) -> None:
+    path = tmp_path / "mask.png"
+    path.write_bytes(content)
+    with pytest.raises(
+        PointsegError, match=rf"mask\.png: not a PNG: {re.escape(found)}, without the PNG signature"
+    ):
+        read_window(path)

@@ -17,7 +17,7 @@ import pytest
 import rasterio
 import torch
 
-from fake_data import write_folder_dataset
+from fake_data import write_deepglobe, write_folder_dataset
 from pointseg.checkpoint import load_trained_model
 from pointseg.config import TrainConfig, dump_config, load_config
 from pointseg.datasets import discover_dataset
@@ -906,3 +906,22 @@ def test_augmentation_settings_reach_the_batch_augmentation(fake_deepglobe: Path
     assert (augment.color_jitter, augment.random_crop, augment.random_scale) == (0.3, 0.1, 0.4)
     off = small_config(fake_deepglobe, tmp_path, "augment.enabled=false")
     assert SegmentationDataModule(off, data.schema, {"train": data.refs}, stats).augment is None
+
+
+@pytest.mark.integration
+def test_a_bad_mask_found_by_a_loader_worker_is_one_error_line(tmp_path: Path, cli: Cli) -> None:
+    # the points come from the masks inside the loader's worker processes, so a colour outside the
+    # schema surfaces there, re-raised by PyTorch with the worker's traceback as its message
+    data = write_deepglobe(tmp_path / "data", count=4, size=96)
+    mask_path = data / "101_mask.png"
+    with rasterio.open(mask_path) as source:
+        profile, mask = source.profile, source.read()
+    mask[:, 10, 10] = (12, 34, 56)
+    with rasterio.open(mask_path, "w", **profile) as target:
+        target.write(mask)
+    overrides = [*small_overrides(data, tmp_path / "runs"), "data.num_workers=1", "trainer.max_epochs=1"]
+    code, _, err = cli("train", "--config", CPU_SMALL, *[a for o in overrides for a in ("--set", o)])
+    assert code == 1
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "101_mask.png" in err and "(12, 34, 56)" in err
+    assert "Traceback" not in err and "worker" not in err

@@ -94,7 +94,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             ) from error
         reason = (str(error).splitlines() or [type(error).__name__])[0]
         raise PointsegError(
-            f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {reason})"
+            f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {reason}); "
+            "expected a checkpoint written by `pointseg train`"
         ) from error
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not isinstance(hparams, dict) or not {"config", "schema", "band_stats"} <= hparams.keys():

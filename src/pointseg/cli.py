@@ -431,8 +431,11 @@ def evaluate_command(
     from pointseg.checkpoint import load_trained_model
     from pointseg.datasets import discover_dataset, select_refs
     from pointseg.evaluation import ScoredSample, image_summary, report_json, score_samples, total_report
+    from pointseg.raster import check_output_file
     from pointseg.runs import write_json
 
+    if json_out is not None:
+        check_output_file(json_out)
     trained = load_trained_model(checkpoint, device).with_tta(tta)
     discovery = discover_dataset(format, data, schema, split=split)
     refs = discovery.require_usable()
@@ -840,4 +843,24 @@ def error_line(error: Exception) -> str:
             f"{'.'.join(map(str, item['loc'])) or '(top level)'}: {item['msg']}" for item in error.errors()
         )
         return f"invalid {error.title}: {problems}"
-    return str(error)
+    return unwrapped_worker_message(str(error))
+
+
+def unwrapped_worker_message(message: str) -> str:
+    """The original message of an error re-raised from a DataLoader worker, or ``message`` itself.
+
+    PyTorch re-raises an error from a worker process (a mask with a colour outside the schema,
+    found while training) with the worker's whole traceback as its message: ``Caught PointsegError
+    in DataLoader worker process 0.`` then ``Original Traceback (most recent call last):``, the
+    frames (indented), and last the original ``module.Type: message``. Only that message is kept
+    (without the module and type for a ``PointsegError``, which is what the user reads elsewhere).
+    """
+    lines = message.splitlines()
+    if len(lines) < 3 or not lines[0].startswith("Caught ") or not lines[1].startswith("Original Traceback"):
+        return message
+    frames = [i for i, line in enumerate(lines) if line.startswith(" ")]
+    original = "\n".join(lines[frames[-1] + 1 :] if frames else lines[2:]).strip()
+    kind, separator, text = original.partition(": ")
+    if not separator:
+        return original or message
+    return text if kind.rsplit(".", 1)[-1] == "PointsegError" else original

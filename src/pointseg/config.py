@@ -279,7 +279,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     """Apply ``key.path=value`` overrides (values parsed as YAML) to nested config data.
 
     Raises:
-        PointsegError: for an override without ``=``.
+        PointsegError: for an override without ``=``, or a value that is not valid YAML.
     """
     for override in overrides:
         key, sep, raw = override.partition("=")
@@ -292,7 +292,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(child, dict):
                 raise PointsegError(f"--set '{override}': '{part}' is a value, not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as error:
+            problem = str(getattr(error, "problem", None) or error).strip()
+            raise PointsegError(f"--set '{override}': the value is not valid YAML ({problem})") from error
     return data
 
 

@@ -419,7 +419,8 @@ def held_out_samples(
         images), and each image's split by sample id.
 
     Raises:
-        PointsegError: if no point at all is held out, with the points per class.
+        PointsegError: if no point at all is held out, or none is left to train on, with the points
+            per class.
     """
     from pointseg.training import PreparedSamples
 
@@ -433,6 +434,15 @@ def held_out_samples(
             f"{sum(len(p) for p in points.values())} points (per class: "
             f"{_describe_counts(_counts(points, schema), schema)}) and a held-out share of {fraction}; "
             "click more points, or raise the share (--holdout, points.holdout)"
+        )
+    if not any(len(split.train) for split in splits.values()):
+        held_out = sum(len(split.held_out) for split in splits.values())
+        raise PointsegError(
+            f"no point left to train on: {len(points)} image(s) with "
+            f"{sum(len(p) for p in points.values())} points (per class: "
+            f"{_describe_counts(_counts(points, schema), schema)}), {held_out} held out at a share of "
+            f"{fraction} and the rest within {block_size} px of them; click more points, or lower the "
+            "share (--holdout, points.holdout) or the block size (--block-size)"
         )
     samples = PreparedSamples(
         schema=schema,

@@ -25,6 +25,7 @@ from rasterio.crs import CRS
 
 from pointseg.datasets import Discovery, SampleRef
 from pointseg.datasets.samples import check_mask_size
+from pointseg.errors import PointsegError
 from pointseg.points import (
     ImportReport,
     PointLabels,
@@ -154,12 +155,15 @@ def import_point_file(
     ``class_field`` names the attribute holding the class name (see :func:`pointseg.points.import_points`).
 
     Raises:
-        PointsegError: for unreadable files, and (unless ``skip_invalid``) any point outside the
-            image, of an unknown class, or sharing a pixel with another.
+        PointsegError: for unreadable files, a file without any point, and (unless
+            ``skip_invalid``) any point outside the image, of an unknown class, or sharing a pixel
+            with another.
     """
     points, report = import_points(
         points_path, image_path, schema, points_crs, skip_invalid, class_field=class_field
     )
+    if report.total == 0:
+        raise PointsegError(f"{points_path}: holds no points; expected at least one clicked point")
     crs, transform = georeferencing(image_path)
     write_point_files(staging, image_path.stem, points, schema, crs, transform)
     summary = PointSummary(

@@ -56,6 +56,10 @@ class RasterInfo:
         return self.crs is not None
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+"""The eight bytes every PNG file begins with."""
+
+
 def png_problem(data: bytes) -> str | None:
     """Walk a PNG's chunks without decoding pixels; describe the first sign of truncation or corruption.
 
@@ -66,6 +70,9 @@ def png_problem(data: bytes) -> str | None:
     Returns:
         ``None`` for a complete PNG, else what is wrong and where.
     """
+    if not data.startswith(PNG_SIGNATURE):
+        found = "an empty file" if not data else f"{len(data):,} bytes beginning {bytes(data[:8])!r}"
+        return f"not a PNG: {found}, without the PNG signature"
     view = memoryview(data)
     position = 8
     while position + 12 <= len(data):
@@ -204,6 +211,20 @@ def _expand_palette(dataset: rasterio.io.DatasetReader, indices: np.ndarray, pat
     return np.moveaxis(palette[indices], -1, 0)
 
 
+def check_output_file(path: str | Path) -> None:
+    """Raise a ``PointsegError`` now if a file could never be written at ``path``.
+
+    Commands that write a file after long work (``evaluate --json``) call it first, so that a path
+    that names a folder, or lies under a file, fails before the work rather than after it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise PointsegError(f"{path}: is a folder; expected the path of a file to write")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise PointsegError(f"{path}: {parent} is a file, not a folder; expected a path under a folder")
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
@@ -212,8 +233,12 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     permissions a plain ``open`` would give (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.
     Its name carries this process's id, so that :func:`remove_stale_work_files` can tell the
     leftovers of a killed run from the files of a running one.
+
+    Raises:
+        PointsegError: before anything is written, if ``path`` is a folder or lies under a file.
     """
     path = Path(path)
+    check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         temporary_path = path.with_name(f".{path.stem}.{work_tag()}.partial{path.suffix}")

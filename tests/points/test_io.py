@@ -84,6 +84,27 @@ def test_geojson_multipoint_and_class_index(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("collection", "expected"),
+    [
+        (
+            {"crs": {"type": "name", "properties": "EPSG:32633"}},
+            r"points\.geojson: crs\.properties is 'EPSG:32633'; expected an object",
+        ),
+        (
+            {"features": [{"type": "Feature", "geometry": {"type": "MultiPoint", "coordinates": 5}}]},
+            r"points\.geojson: feature 1 has coordinates 5; expected a list of \[x, y\]",
+        ),
+    ],
+)
+def test_malformed_geojson_members_are_errors_that_name_them(tmp_path, collection, expected):
+    image = write_image(tmp_path / "tile.png", 10, 10, crs=None)
+    path = tmp_path / "points.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [], **collection}))
+    with pytest.raises(PointsegError, match=expected):
+        import_points(path, image, SCHEMA)
+
+
 def test_csv_lon_lat_is_reprojected_into_a_utm_image(tmp_path):
     image = write_image(tmp_path / "tile.tif", 20, 30)
     (easting,), (northing,) = warp_transform("EPSG:4326", UTM, [15.0], [36.0])

@@ -56,6 +56,10 @@ def resolve_schema(format: str | None, schema_file: str | Path | None) -> ClassS
         return ClassSchema.load(schema_file)
     if format in BUILTIN_SCHEMAS:
         return BUILTIN_SCHEMAS[format]
+    if format is None:
+        raise PointsegError(
+            f"no classes given: give --schema FILE, or --format {' | '.join(BUILTIN_SCHEMAS)}"
+        )
     raise PointsegError(
         f"--format {format!r} has no built-in classes: give --schema FILE, or --format "
         f"{' | '.join(BUILTIN_SCHEMAS)}"

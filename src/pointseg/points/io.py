@@ -170,8 +170,13 @@ def _read_geojson(path: Path, points_crs: _CoordinateSystem | None, class_field:
     if isinstance(marker, dict) and marker.get("coordinates") == PIXEL_COORDINATES:
         declared = PIXEL_COORDINATES
     elif isinstance(data.get("crs"), dict):
-        name = (data["crs"].get("properties") or {}).get("name")
-        declared = _parse_crs(name, f"{path}: crs.properties.name")
+        properties = data["crs"].get("properties") or {}
+        if not isinstance(properties, dict):
+            raise PointsegError(
+                f"{path}: crs.properties is {properties!r}; expected an object such as "
+                '{"name": "EPSG:32640"}'
+            )
+        declared = _parse_crs(properties.get("name"), f"{path}: crs.properties.name")
     records = _PointRecords(unit="feature")
     records.crs = _choose_crs(path, declared, _WGS84, points_crs)
     for number, feature in enumerate(data["features"], start=1):
@@ -298,6 +303,8 @@ def _positions(geometry: Any, where: str) -> list[list[Any]]:
     elif kind != "MultiPoint":
         raise PointsegError(f"{where} has geometry {kind!r}; expected Point or MultiPoint")
     positions = coordinates or []
+    if not isinstance(positions, list):
+        raise PointsegError(f"{where} has coordinates {coordinates!r}; expected a list of [x, y]")
     for position in positions:
         if (
             not isinstance(position, list)

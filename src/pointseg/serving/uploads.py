@@ -21,10 +21,10 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.io import MemoryFile
 
 from pointseg.errors import PointsegError
-from pointseg.raster import png_problem
+from pointseg.raster import PNG_SIGNATURE, png_problem
 
 MAGIC_BYTES = (
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (PNG_SIGNATURE, "PNG"),
     (b"\xff\xd8\xff", "JPEG"),
     (b"II*\x00", "GTiff"),  # TIFF, little-endian
     (b"MM\x00*", "GTiff"),  # TIFF, big-endian
