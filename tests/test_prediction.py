@@ -121,6 +121,9 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(tmp_path: Path) -> None:
     with pytest.raises(PointsegError, match="multiple of 32"):
         predict_files(model, [four_bands], out, tile=50)
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    with pytest.raises(PointsegError, match=r"corrupt\.tif"):
+        predict_files(model, [corrupt], tmp_path / "new" / "out")
+    assert not (tmp_path / "new").exists()  # no empty output folder left behind
 
 
 def test_inputs_with_one_name_would_collide(tmp_path: Path) -> None:

@@ -160,6 +160,12 @@ def _open_for_writing(path: Path, profile: dict) -> Iterator[rasterio.io.Dataset
             yield dataset
 
 
+def _made_folder(folder: Path) -> Path:
+    """``folder``, created (with its parents) if missing."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def predict_file(
     model: InferenceModel,
     path: Path,
@@ -178,11 +184,13 @@ def predict_file(
         PointsegError: for unreadable inputs or a band count the model cannot take.
     """
     stem = path.stem
-    out_dir.mkdir(parents=True, exist_ok=True)
     outputs: list[Path] = []
     with (
         open_raster(path) as dataset,
-        tempfile.TemporaryDirectory(prefix=f".pointseg-{os.getpid()}-", dir=out_dir) as work_dir,
+        # the folder is made once the input has opened: an unreadable input leaves no empty --out
+        tempfile.TemporaryDirectory(
+            prefix=f".pointseg-{os.getpid()}-", dir=_made_folder(out_dir)
+        ) as work_dir,
     ):
         source = RasterSource(dataset, model.band_stats)
         tiles = predictor.count_tiles(source.height, source.width)
