@@ -64,8 +64,9 @@ def png_problem(data: bytes) -> str | None:
     """Walk a PNG's chunks without decoding pixels; describe the first sign of truncation or corruption.
 
     GDAL's PNG driver decodes a PNG cut short without raising an error (the missing rows come out
-    as garbage), so a PNG is checked here: every chunk must fit in the file and match its CRC, and
-    the file must reach its ``IEND`` chunk.
+    as garbage), so a PNG is checked here: it must begin with the PNG signature (an empty or text
+    file is "not a PNG", not a truncated one), every chunk must fit in the file and match its CRC,
+    and the file must reach its ``IEND`` chunk.
 
     Returns:
         ``None`` for a complete PNG, else what is wrong and where.
