@@ -130,7 +130,8 @@ def test_point_regimes_parse(text: str, name: str, slug: str, settings: dict) ->
 def test_dense_regime_trains_on_masks_with_cross_entropy() -> None:
     regime = parse_regime("dense")
     assert (regime.name, regime.slug, regime.dense) == ("dense", "dense", True)
-    assert regime.settings == {"supervision": "dense", "loss": {"name": "ce"}, "self_training": {"rounds": 0}}
+    assert (regime.settings["supervision"], regime.settings["loss"]) == ("dense", {"name": "ce"})
+    assert regime.settings["self_training"]["rounds"] == 0
 
 
 def test_self_training_in_the_base_config_applies_to_point_regimes_only(
@@ -141,6 +142,22 @@ def test_self_training_in_the_base_config_applies_to_point_regimes_only(
     points, dense = (run.config for run in plan.runs)
     assert (points.supervision, points.self_training.rounds) == ("points", 1)
     assert (dense.supervision, dense.self_training.rounds) == ("dense", 0)
+
+
+def test_a_dense_run_does_not_depend_on_the_sweeps_self_training_settings(
+    fake_deepglobe: Path, tmp_path: Path
+) -> None:
+    """So that a finished dense run is reused by a sweep that only changes how self-training works."""
+    plain = plan_density_sweep(CPU_SMALL, tmp_path, ["dense"], [0], small_overrides(fake_deepglobe))
+    tuned = [
+        *small_overrides(fake_deepglobe),
+        "self_training.rounds=1",
+        "self_training.selection=top-share",
+        "self_training.top_share=0.3",
+        "self_training.max_epochs=5",
+    ]
+    with_self_training = plan_density_sweep(CPU_SMALL, tmp_path, ["dense"], [0], tuned)
+    assert with_self_training.runs[0].config == plain.runs[0].config
 
 
 def test_default_regimes_have_the_reference_names() -> None:

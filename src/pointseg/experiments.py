@@ -56,6 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pointseg.baselines import evaluate_pixel_forest
 from pointseg.checkpoint import load_trained_model
 from pointseg.config import (
+    SelfTrainingConfig,
     TrainConfig,
     apply_overrides,
     deep_merge,
@@ -142,8 +143,13 @@ def parse_regime(text: str) -> Regime:
             forest=True,
         )
     if kind == "dense" and not value:
-        # Self-training fills the gaps between points; dense masks have none, so it is off there.
-        dense = {"supervision": "dense", "loss": {"name": "ce"}, "self_training": {"rounds": 0}}
+        # Self-training fills the gaps between points; dense masks have none, so it is off there, and
+        # its section is left at its defaults: a dense run is the same whatever the sweep's self-training.
+        dense = {
+            "supervision": "dense",
+            "loss": {"name": "ce"},
+            "self_training": SelfTrainingConfig().model_dump(mode="json"),
+        }
         return Regime(text, "dense", "dense", "dense masks", dense)
     if kind == "points" and value:
         folder = Path(value)
