@@ -33,7 +33,7 @@ def test_cpu_small_is_the_small_config() -> None:
     assert (config.model.encoder, config.data.crop_size, config.trainer.precision) == (
         "resnet18",
         256,
-        "bf16-mixed",
+        "auto",
     )
 
 

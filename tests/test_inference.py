@@ -15,6 +15,7 @@ from pointseg.inference import (
     TileGrid,
     blend_window,
     dihedral_averaged,
+    fast_bfloat16,
     flip_averaged,
     open_source,
     predict_labels,
@@ -279,3 +280,10 @@ def test_averaging_leaves_a_pixelwise_model_unchanged(tta: str) -> None:
     batch = torch.from_numpy(random_image(16, 16)[None])
     plain = torch_forward(model)(batch)
     torch.testing.assert_close(torch_forward(model, tta=tta)(batch), plain, rtol=1e-5, atol=1e-5)  # type: ignore[arg-type]
+
+
+def test_fast_bfloat16_follows_onednn_on_the_cpu_and_is_false_without_a_device() -> None:
+    assert fast_bfloat16("cpu") == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert fast_bfloat16("meta") is False
+    if not torch.cuda.is_available():
+        assert fast_bfloat16("cuda") is False

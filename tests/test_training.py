@@ -19,13 +19,21 @@ import torch
 
 from fake_data import write_deepglobe, write_folder_dataset
 from pointseg.checkpoint import load_trained_model
-from pointseg.config import TrainConfig, dump_config, load_config
+from pointseg.config import TrainConfig, TrainerConfig, dump_config, load_config
 from pointseg.datasets import discover_dataset
 from pointseg.errors import PointsegError
+from pointseg.inference import fast_bfloat16
 from pointseg.normalization import BandStats
 from pointseg.runs import RUN_DIR_VARIABLE
 from pointseg.schema import IGNORE_INDEX
-from pointseg.training import Callback, EpochLines, SegmentationDataModule, SegmentationTask, train
+from pointseg.training import (
+    Callback,
+    EpochLines,
+    SegmentationDataModule,
+    SegmentationTask,
+    train,
+    trainer_precision,
+)
 
 Cli = Callable[..., tuple[int, str, str]]  # the `cli` fixture of tests/conftest.py
 CPU_SMALL = Path(__file__).resolve().parents[1] / "configs" / "cpu_small.yaml"
@@ -95,6 +103,8 @@ def test_small_config_trains_on_points_loss_falls_and_checkpoints(
     assert environment["splits"]["val"] == ["102_sat"] and environment["splits"]["test"] == ["103_sat"]
     assert set(environment["splits"]["train"]) == {"100_sat", "101_sat"}
     assert "torch" in environment["versions"]
+    # The small config's precision is auto: what this CPU computes fast.
+    assert environment["precision"] == ("bf16-mixed" if fast_bfloat16("cpu") else "32-true")
     # Trained on points only: the labelled fraction of the training crops is the points' density.
     fractions = [
         float(r["train_labelled_fraction"]) for r in read_metrics(run_dir) if r.get("train_labelled_fraction")
@@ -925,3 +935,31 @@ def test_a_bad_mask_found_by_a_loader_worker_is_one_error_line(tmp_path: Path, c
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     assert "101_mask.png" in err and "(12, 34, 56)" in err
     assert "Traceback" not in err and "worker" not in err
+
+
+@pytest.mark.parametrize(
+    ("asked", "fast", "resolved"),
+    [
+        ("auto", True, "bf16-mixed"),
+        ("auto", False, "32-true"),
+        ("32-true", True, "32-true"),
+        ("bf16-mixed", True, "bf16-mixed"),
+        ("16-mixed", False, "16-mixed"),
+    ],
+)
+def test_auto_precision_is_bf16_only_where_the_device_computes_it_fast(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], asked: str, fast: bool, resolved: str
+) -> None:
+    monkeypatch.setattr("pointseg.training.fast_bfloat16", lambda device: fast)
+    assert trainer_precision(TrainerConfig(precision=asked, accelerator="cpu")) == resolved
+    assert capsys.readouterr().err == ""
+
+
+def test_bf16_asked_for_on_a_cpu_without_it_is_kept_with_a_note(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("pointseg.training.fast_bfloat16", lambda device: False)
+    assert trainer_precision(TrainerConfig(precision="bf16-mixed", accelerator="cpu")) == "bf16-mixed"
+    note = capsys.readouterr().err
+    assert "this CPU (no AVX-512 or AMX) does not compute bfloat16 natively" in note
+    assert "trainer.precision: auto or 32-true" in note and note.count("\n") == 1

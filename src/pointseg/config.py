@@ -194,7 +194,11 @@ class TrainerConfig(Section):
 
     max_epochs: int = Field(50, ge=1)
     max_steps: int = -1
-    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = Field(
+        "32-true",
+        description="auto: bf16-mixed where the device computes bfloat16 fast (a CUDA GPU with bfloat16, "
+        "a CPU with AVX-512 or AMX), else 32-true",
+    )
     accelerator: str = "auto"
     devices: int | str = "auto"
     num_nodes: int = 1

@@ -43,12 +43,12 @@ from torch.utils.data import DataLoader
 
 from pointseg.checkpoint import check_resumable
 from pointseg.choices import POINT_CROP_SHARE, TestTimeAugmentation
-from pointseg.config import TrainConfig
+from pointseg.config import TrainConfig, TrainerConfig
 from pointseg.datasets import SampleRef, split_samples
 from pointseg.datasets.dataset import SegmentationDataset, collate_samples
 from pointseg.datasets.point_sources import PointsDirectory, PointsFile, PointSource, SimulatedPoints
 from pointseg.errors import PointsegError
-from pointseg.inference import ArraySource, LabelSink, SlidingWindowPredictor, tta_averaged
+from pointseg.inference import ArraySource, LabelSink, SlidingWindowPredictor, fast_bfloat16, tta_averaged
 from pointseg.label_expansion import PointExpansion
 from pointseg.losses import (
     PropagationLoss,
@@ -569,6 +569,27 @@ def quiet_lightning() -> Iterator[None]:
         log.removeFilter(tips)
 
 
+def trainer_precision(trainer: TrainerConfig) -> str:
+    """Lightning's precision for ``trainer.precision``, with ``auto`` resolved for this machine.
+
+    ``auto`` is ``bf16-mixed`` where the device computes bfloat16 fast
+    (:func:`pointseg.inference.fast_bfloat16`), ``32-true`` elsewhere. ``bf16-mixed`` asked for on a
+    CPU without fast bfloat16 is kept, with a note on stderr.
+    """
+    device = "cuda" if trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+    fast = fast_bfloat16(device)
+    if trainer.precision == "auto":
+        return "bf16-mixed" if fast else "32-true"
+    if trainer.precision == "bf16-mixed" and not fast:
+        where = "this GPU" if device == "cuda" else "this CPU (no AVX-512 or AMX)"
+        print(
+            f"trainer.precision bf16-mixed: {where} does not compute bfloat16 natively, so training runs "
+            "several times slower than in float32; set trainer.precision: auto or 32-true",
+            file=sys.stderr,
+        )
+    return trainer.precision
+
+
 def train(
     config: TrainConfig,
     resume: Path | None = None,
@@ -630,10 +651,12 @@ def _fit(
         [ref.image_path for ref in splits["train"]], max_images=config.data.band_stats_images
     )
 
+    precision = trainer_precision(config.trainer)
+
     @rank_zero_only
     def record_session() -> None:
         record = start_run_folder if checkpoint is None else continue_run_folder
-        record(run_dir, config, run_environment(config, splits))
+        record(run_dir, config, {**run_environment(config, splits), "precision": precision})
 
     record_session()
     datamodule = SegmentationDataModule(config, schema, splits, band_stats, samples)
@@ -680,7 +703,7 @@ def _fit(
         default_root_dir=run_dir,
         max_epochs=trainer_config.max_epochs,
         max_steps=trainer_config.max_steps,
-        precision=trainer_config.precision,
+        precision=precision,  # type: ignore[arg-type]
         accelerator=trainer_config.accelerator,
         devices=trainer_config.devices,
         num_nodes=trainer_config.num_nodes,
