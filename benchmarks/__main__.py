@@ -19,7 +19,15 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS_ENV
 
-BENCHMARKS = ("training_loop", "predict_speed", "predict_memory", "api_load", "plot_speed", "click_to_map")
+BENCHMARKS = (
+    "training_loop",
+    "training_precision",
+    "predict_speed",
+    "predict_memory",
+    "api_load",
+    "plot_speed",
+    "click_to_map",
+)
 
 
 def main() -> int:

@@ -3,8 +3,10 @@
 (a) ``pointseg predict``'s throughput (megapixels/s, reading, blending and writing a COG included)
     divided by the bare forward pass of the same model function over the same tiles, held in memory,
     at overlap 0: the ratio is the pipeline's own overhead. Target >= 0.9.
-(b) The bf16 fast path (inference_mode, channels_last, bf16 autocast) against fp32 eager forward
-    over the same tiles. Target >= 1.5x.
+(b) The fast path (inference_mode, channels_last, and bf16 autocast where the CPU computes bfloat16
+    natively) against fp32 eager forward over the same tiles. Target >= 1.5x with bf16; on a CPU
+    without native bf16 (no AVX-512 or AMX) the fast path stays in fp32, and the target is >= 0.95x
+    (no slower than eager).
 
 Both use the default network (DeepLabV3+, ResNet-50, GroupNorm), random weights, on one run's
 medians; the repeats alternate between the two sides so that machine noise hits both.
@@ -23,7 +25,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import Result, report, write_test_raster
-from pointseg.inference import InferenceModel, torch_forward
+from pointseg.inference import InferenceModel, fast_bfloat16, torch_forward
 from pointseg.models import build_model
 from pointseg.normalization import BandStats
 from pointseg.prediction import predict_files
@@ -93,7 +95,9 @@ def main() -> list[Result]:
             )
         )
 
-    fast = torch_forward(network, "cpu", "bf16")
+    native = fast_bfloat16("cpu")
+    fast = torch_forward(network, "cpu", "bf16" if native else "fp32")
+    target = 1.5 if native else 0.95
 
     def fast_path() -> None:
         for batch in batches:
@@ -109,12 +113,12 @@ def main() -> list[Result]:
     results.append(
         report(
             Result(
-                "(b) bf16 fast path / fp32 eager",
+                f"(b) {'bf16' if native else 'fp32'} fast path / fp32 eager",
                 speedup,
-                ">= 1.5",
-                speedup >= 1.5,
+                f">= {target}",
+                speedup >= target,
                 f"{megapixels / fast_s:.2f} vs {megapixels / eager_s:.2f} Mpx/s; "
-                f"native bf16 on this CPU: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}",
+                f"native bf16 on this CPU: {native}",
             )
         )
     )

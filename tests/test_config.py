@@ -206,3 +206,15 @@ def test_random_scale_is_checked_and_off_by_default(override: str, message: str)
     with pytest.raises(PointsegError, match=rf"augment.random_scale: .*{message}"):
         load_config(CONFIGS / "cpu_small.yaml", [override])
     assert load_config(CONFIGS / "cpu_small.yaml").augment.random_scale == 0
+
+
+def test_the_self_training_config_is_the_logged_sweeps_settings() -> None:
+    """Its figures come from a sweep that gave these settings with --set on dubai_cpu_lite0.yaml."""
+    overrides = [
+        "self_training.rounds=1",
+        "self_training.max_epochs=5",
+        "self_training.selection=top-share",
+        "eval.tta=d4",
+    ]
+    base = load_config(CONFIGS / "dubai_cpu_lite0.yaml", overrides)
+    assert load_config(CONFIGS / "dubai_cpu_lite0_self_training.yaml") == base

@@ -287,3 +287,15 @@ def test_fast_bfloat16_follows_onednn_on_the_cpu_and_is_false_without_a_device()
     assert fast_bfloat16("meta") is False
     if not torch.cuda.is_available():
         assert fast_bfloat16("cuda") is False
+
+
+def test_bf16_prediction_on_a_device_without_it_runs_with_a_note(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("pointseg.inference.fast_bfloat16", lambda device: False)
+    batch = torch.rand(1, 3, 8, 8)
+    assert torch_forward(nn.Conv2d(3, 2, 1), "cpu", "fp32")(batch).shape == (1, 2, 8, 8)
+    assert capsys.readouterr().err == ""
+    assert torch_forward(nn.Conv2d(3, 2, 1), "cpu", "bf16")(batch).shape == (1, 2, 8, 8)
+    note = capsys.readouterr().err
+    assert "--precision bf16: this CPU (no AVX-512 or AMX) does not compute bfloat16" in note

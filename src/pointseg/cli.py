@@ -87,7 +87,13 @@ def range_option(kind: Any, flag: str, help: str) -> Any:
 
 DeviceOption = Annotated[Device, choice_option(Device, "--device", help="Where the model runs.")]
 PrecisionOption = Annotated[
-    Precision, choice_option(Precision, "--precision", help="fp32, or bf16 autocast (torch models).")
+    Precision,
+    choice_option(
+        Precision,
+        "--precision",
+        help="fp32, or bf16 autocast (torch models; faster only on a CPU with AVX-512 or AMX, or a GPU with "
+        "bfloat16).",
+    ),
 ]
 TileOption = Annotated[
     int | None,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,8 +247,16 @@ def torch_forward(
     """The fast inference path: eval mode, ``inference_mode``, channels_last, optional bf16 autocast.
 
     ``tta`` averages each tile over its mirrors or its eight symmetries (see :func:`tta_averaged`).
+    ``bf16`` on a device without fast bfloat16 (:func:`fast_bfloat16`) is kept, with a note on stderr.
     """
     device = torch.device(device)
+    if precision == "bf16" and not fast_bfloat16(device):
+        where = "this GPU" if device.type == "cuda" else "this CPU (no AVX-512 or AMX)"
+        print(
+            f"--precision bf16: {where} does not compute bfloat16 natively, so prediction runs slower "
+            "than with fp32",
+            file=sys.stderr,
+        )
     model = model.eval().to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward(batch: torch.Tensor) -> torch.Tensor:
