@@ -75,7 +75,7 @@ from pointseg.raster import atomic_output, read_mask
 from pointseg.runs import best_checkpoint, write_json
 from pointseg.schema import IGNORE_INDEX, ClassSchema
 from pointseg.self_training import finished_rounds, self_train
-from pointseg.training import point_source, train
+from pointseg.training import point_source, train, trainer_device
 
 DEFAULT_REGIMES = (
     "density:0.01",
@@ -386,8 +386,7 @@ def density_sweep(
     """
     started = datetime.now()
     plan = plan_density_sweep(config_path, out, regimes, seeds, overrides)
-    use_cuda = plan.base.trainer.accelerator != "cpu" and torch.cuda.is_available()
-    device = device or ("cuda" if use_cuda else "cpu")
+    device = device or trainer_device(plan.base.trainer)
     record = {
         "config": str(plan.config_path),
         "overrides": plan.overrides,

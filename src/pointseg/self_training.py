@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pointseg.checkpoint import TrainedModel, load_trained_model
 from pointseg.config import SelfTrainingConfig, TrainConfig, parse_config
@@ -39,7 +38,7 @@ from pointseg.inference import LabelSink, SlidingWindowPredictor, open_source, t
 from pointseg.raster import write_label_raster
 from pointseg.runs import best_checkpoint, write_json
 from pointseg.schema import IGNORE_INDEX
-from pointseg.training import point_source, train
+from pointseg.training import point_source, train, trainer_device
 
 CONFIDENCE_BINS = 1000
 """Resolution of the per-class confidence histograms of the ``top-share`` selection."""
@@ -232,7 +231,7 @@ def self_train(
         PointsegError: if a run has no best checkpoint to start from, or as :func:`pointseg.training.train`.
     """
     if device is None:
-        device = "cuda" if torch.cuda.is_available() and config.trainer.accelerator != "cpu" else "cpu"
+        device = trainer_device(config.trainer)
     rounds = []
     previous = run_dir
     for index in range(1, config.self_training.rounds + 1):

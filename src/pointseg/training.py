@@ -569,6 +569,11 @@ def quiet_lightning() -> Iterator[None]:
         log.removeFilter(tips)
 
 
+def trainer_device(trainer: TrainerConfig) -> str:
+    """``cuda`` where a GPU is available and ``trainer.accelerator`` is not ``cpu``, else ``cpu``."""
+    return "cuda" if trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+
+
 def trainer_precision(trainer: TrainerConfig) -> str:
     """Lightning's precision for ``trainer.precision``, with ``auto`` resolved for this machine.
 
@@ -576,7 +581,7 @@ def trainer_precision(trainer: TrainerConfig) -> str:
     (:func:`pointseg.inference.fast_bfloat16`), ``32-true`` elsewhere. ``bf16-mixed`` asked for on a
     CPU without fast bfloat16 is kept, with a note on stderr.
     """
-    device = "cuda" if trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+    device = trainer_device(trainer)
     fast = fast_bfloat16(device)
     if trainer.precision == "auto":
         return "bf16-mixed" if fast else "32-true"
