@@ -7,7 +7,7 @@ probabilities on two splits (with the test-time augmentation of its config, floa
 after each change:
 
 - ``superpixel``: each superpixel (Felzenszwalb or SLIC from scikit-image, through
-  :func:`pointseg.label_expansion.superpixels`, at the sizes the expansion used) takes the class of
+  :func:`pointseg.label_expansion.superpixels`, at 100, 400 and 1600 px) takes the class of
   its summed probabilities, so that boundaries follow colour edges;
 - ``prior``: the class shares of the split are estimated without labels by expectation-maximisation
   (Saerens, Latinne and Decaestecker, "Adjusting the outputs of a classifier to new a priori
