@@ -26,13 +26,13 @@ import numpy as np
 import torch
 
 import pointseg.torchvision_compat  # noqa: F401  (before smp/timm)
-from pointseg.checkpoint import load_trained_model
-from pointseg.datasets import discover_dataset, select_refs
+from pointseg.checkpoint import TrainedModel, load_trained_model
+from pointseg.datasets import Discovery, discover_dataset, select_refs
+from pointseg.errors import PointsegError
 from pointseg.inference import SlidingWindowPredictor, open_source, torch_forward
 from pointseg.label_expansion import superpixels
-from pointseg.metrics import report_from_confusion
+from pointseg.metrics import SegmentationMetrics
 from pointseg.raster import read_mask, read_window
-from pointseg.schema import IGNORE_INDEX
 
 SUPERPIXELS = [(method, size) for method in ("felzenszwalb", "slic") for size in (100, 400, 1600)]
 POWERS = (0.25, 0.5, 1.0)
@@ -51,10 +51,8 @@ class ProbabilitySink:
         self.probabilities[:, row : row + block.shape[1], col : col + block.shape[2]] = block.numpy()
 
 
-def predict_split(checkpoint: Path, root: Path, group: str) -> Split:
+def predict_split(trained: TrainedModel, discovery: Discovery, group: str) -> Split:
     """``(image path, probabilities, dense mask)`` of every image of ``group``."""
-    trained = load_trained_model(checkpoint, "cpu")
-    discovery = discover_dataset("dubai", root, None)
     eval_config = trained.config.eval
     predictor = SlidingWindowPredictor(
         torch_forward(trained.model, "cpu", "fp32", eval_config.tta),
@@ -67,7 +65,8 @@ def predict_split(checkpoint: Path, root: Path, group: str) -> Split:
         with open_source(ref.image_path, trained.band_stats, ref.window) as source:
             sink = ProbabilitySink(trained.num_classes, source.height, source.width)
             predictor.predict(source, sink)
-        assert ref.mask_path is not None
+        if ref.mask_path is None:
+            raise PointsegError(f"{ref.image_path}: no dense mask to score the prediction with")
         split.append((Path(ref.image_path), sink.probabilities, read_mask(ref.mask_path, discovery.schema)))
         print(f"predicted {ref.id}", file=sys.stderr, flush=True)
     return split
@@ -87,50 +86,50 @@ def estimated_shares(split: Split, iterations: int = 200) -> np.ndarray:
     return shares
 
 
-def add_confusion(confusion: np.ndarray, labels: np.ndarray, truth: np.ndarray) -> None:
-    """Count ``labels`` against ``truth`` into ``confusion``, ignored pixels left out."""
-    classes = confusion.shape[0]
-    scored = truth != IGNORE_INDEX
-    pairs = truth[scored].astype(np.int64) * classes + labels[scored]
-    confusion += np.bincount(pairs, minlength=classes * classes).reshape(classes, classes)
-
-
 def scores(split: Split, class_names: tuple[str, ...]) -> dict[str, float]:
     """Macro mIoU (%) of the split as it is and after each change, one confusion matrix per change."""
-    classes = len(class_names)
     shares = estimated_shares(split)
     names = ["as predicted"]
     names += [f"superpixel {method} {size}" for method, size in SUPERPIXELS]
     names += [f"prior, power {power}" for power in POWERS]
-    confusions = {name: np.zeros((classes, classes), dtype=np.int64) for name in names}
+    metrics = {name: SegmentationMetrics(class_names) for name in names}
     print(f"estimated shares: {np.round(shares, 3).tolist()}", file=sys.stderr)
+
+    def count(name: str, labels: np.ndarray, truth: np.ndarray) -> None:
+        metrics[name].update(
+            torch.from_numpy(labels.astype(np.int64)), torch.from_numpy(truth.astype(np.int64))
+        )
+
     for image_path, probabilities, truth in split:
-        add_confusion(confusions["as predicted"], probabilities.argmax(axis=0), truth)
+        count("as predicted", probabilities.argmax(axis=0), truth)
         image = read_window(image_path)
         for method, size in SUPERPIXELS:
             segments = superpixels(image, method, size)  # type: ignore[arg-type]
             sums = np.stack(
                 [np.bincount(segments.ravel(), weights=p.ravel().astype(np.float64)) for p in probabilities]
             )
-            add_confusion(confusions[f"superpixel {method} {size}"], sums.argmax(axis=0)[segments], truth)
+            count(f"superpixel {method} {size}", sums.argmax(axis=0)[segments], truth)
         log_probabilities = np.log(np.maximum(probabilities.astype(np.float32), 1e-8))
         for power in POWERS:
-            shift = (power * np.log(shares * classes)).astype(np.float32)[:, None, None]
-            shifted = (log_probabilities + shift).argmax(axis=0)
-            add_confusion(confusions[f"prior, power {power}"], shifted, truth)
-    return {
-        name: 100 * report_from_confusion(torch.from_numpy(confusion), class_names).miou
-        for name, confusion in confusions.items()
-    }
+            shift = (power * np.log(shares * len(class_names))).astype(np.float32)[:, None, None]
+            count(f"prior, power {power}", (log_probabilities + shift).argmax(axis=0), truth)
+    return {name: 100 * metric.report().miou for name, metric in metrics.items()}
 
 
 def main() -> None:
     """Predict both splits and print one markdown table."""
+    if len(sys.argv) != 5:
+        sys.exit(f"usage: python {sys.argv[0]} CHECKPOINT DUBAI_ROOT VALIDATION_GROUP TEST_GROUP")
     checkpoint, root, validation, test = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
-    class_names = load_trained_model(checkpoint, "cpu").schema.classes
-    results = {
-        group: scores(predict_split(checkpoint, root, group), class_names) for group in (validation, test)
-    }
+    try:
+        trained = load_trained_model(checkpoint, "cpu")
+        discovery = discover_dataset("dubai", root, None)
+        results = {
+            group: scores(predict_split(trained, discovery, group), trained.schema.classes)
+            for group in (validation, test)
+        }
+    except PointsegError as error:
+        sys.exit(f"error: {error}")
     print(f"| output | {validation} mIoU (%) | {test} mIoU (%) |")
     print("|---|---:|---:|")
     for name in results[validation]:
