@@ -195,6 +195,18 @@ def test_d4_test_time_augmentation_is_a_config_choice() -> None:
         load_config(CONFIGS / "cpu_small.yaml", ["eval.tta=d8"])
 
 
+def test_multi_scale_prediction_is_a_checked_config_list_off_by_default() -> None:
+    assert load_config(CONFIGS / "cpu_small.yaml").eval.scales == (1.0,)
+    assert load_config(CONFIGS / "cpu_small.yaml", ["eval.scales=[1, 1.5]"]).eval.scales == (1.0, 1.5)
+    for value, message in (
+        ("[]", "at least 1 item"),
+        ("[1, 0]", "greater than 0"),
+        ("[5]", "less than or equal to 4"),
+    ):
+        with pytest.raises(PointsegError, match=rf"eval.scales.*{message}"):
+            load_config(CONFIGS / "cpu_small.yaml", [f"eval.scales={value}"])
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -172,6 +173,14 @@ def test_evaluate_command_writes_the_json_report(trained_run, tmp_path, cli) -> 
     assert cli(*arguments, "--tta", "d4", "--json", averaged)[0] == 0
     d4 = json.loads(averaged.read_text())
     assert d4["tta"] == "d4" and np.array(d4["confusion_matrix"]).sum() == matrix.sum()
+    assert report["scales"] == [1.0]  # the model's eval.scales
+    scaled = tmp_path / "scales.json"
+    assert cli(*arguments, "--scales", "0.75,1.5", "--json", scaled)[0] == 0
+    multi_scale = json.loads(scaled.read_text())
+    assert (
+        multi_scale["scales"] == [0.75, 1.5]
+        and np.array(multi_scale["confusion_matrix"]).sum() == matrix.sum()
+    )
 
 
 @pytest.mark.integration
@@ -191,6 +200,14 @@ def test_evaluate_command_errors_are_clear(trained_run, tmp_path, cli) -> None:
         "evaluate", "--checkpoint", checkpoint, "--data", data, "-f", "deepglobe", "--precision", "fp8"
     )
     assert code == 1 and "--precision 'fp8'" in err
+    for scales, message in (
+        ("1,x", "--scales '1,x': expected numbers"),
+        ("1,5", "--scales 5.0: .*less than"),
+    ):
+        code, _, err = cli(
+            "evaluate", "--checkpoint", checkpoint, "--data", data, "-f", "deepglobe", "--scales", scales
+        )
+        assert code == 1 and re.search(message, err) and "Traceback" not in err
 
 
 def test_score_samples_yields_each_image_with_its_truth_prediction_and_confusion(tmp_path: Path) -> None:

@@ -104,3 +104,29 @@ def test_onnx_model_averages_the_views_its_metadata_names(
     batch = torch.randn(2, 3, 64, 96)  # not square: the transposed views are 96 x 64
     averaging = {"flips": flip_averaged, "d4": dihedral_averaged}[tta]
     torch.testing.assert_close(averaged.forward(batch), averaging(plain.forward)(batch))
+
+
+def test_onnx_model_predicts_at_the_scales_its_metadata_names(
+    exported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import json
+
+    import onnx
+
+    from pointseg.export import METADATA_KEY
+    from pointseg.inference import scale_averaged
+
+    _, onnx_path = exported
+    plain = load_onnx_model(onnx_path)
+    assert plain.metadata["scales"] == [1.0]
+    proto = onnx.load(str(onnx_path))
+    for prop in proto.metadata_props:
+        if prop.key == METADATA_KEY:
+            metadata = json.loads(prop.value)
+            prop.value = json.dumps({**metadata, "model": {**metadata["model"], "scales": [1.0, 1.5]}})
+    scaled_path = tmp_path / "scales.onnx"
+    onnx.save(proto, str(scaled_path))
+    scaled = load_onnx_model(scaled_path)
+    assert scaled.metadata["scales"] == [1.0, 1.5]
+    batch = torch.randn(2, 3, 64, 96)
+    torch.testing.assert_close(scaled.forward(batch), scale_averaged(plain.forward, (1.0, 1.5))(batch))

@@ -20,6 +20,7 @@ from pointseg.inference import (
     open_source,
     predict_labels,
     read_reflected,
+    scale_averaged,
     torch_forward,
     tta_averaged,
 )
@@ -280,6 +281,54 @@ def test_averaging_leaves_a_pixelwise_model_unchanged(tta: str) -> None:
     batch = torch.from_numpy(random_image(16, 16)[None])
     plain = torch_forward(model)(batch)
     torch.testing.assert_close(torch_forward(model, tta=tta)(batch), plain, rtol=1e-5, atol=1e-5)  # type: ignore[arg-type]
+
+
+def test_scale_averaging_is_forward_itself_at_one_scale() -> None:
+    model = pixelwise_model()
+    assert scale_averaged(model, (1.0,)) is model
+    assert scale_averaged(model, [1]) is model
+
+
+def test_scale_averaging_resizes_to_multiples_of_32_and_back() -> None:
+    seen: list[tuple[int, ...]] = []
+
+    def recording(batch: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(batch.shape))
+        return torch.zeros(batch.shape[0], CLASSES, *batch.shape[-2:])
+
+    batch = torch.rand(2, 3, 512, 200)
+    averaged = scale_averaged(recording, (0.75, 1.0, 1.5))(batch)
+    assert seen == [(2, 3, 384, 160), (2, 3, 512, 200), (2, 3, 768, 288)]  # 150 -> 160, 300 -> 288
+    assert averaged.shape == (2, CLASSES, 512, 200)
+    torch.testing.assert_close(averaged.exp(), torch.full_like(averaged, 1 / CLASSES))  # equal logits
+
+
+def test_scale_averaging_is_the_mean_of_the_probabilities_at_each_scale() -> None:
+    """The predictor's softmax of the result: the mean of each scale's probabilities, logits resized back."""
+
+    def coarse_model(batch: torch.Tensor) -> torch.Tensor:
+        # Logits that depend on the scale: a pixel's class scores grow with the number of columns.
+        return torch.stack([batch[:, 0] * k * batch.shape[-1] / 64 for k in range(CLASSES)], dim=1)
+
+    batch = torch.rand(1, 3, 64, 64)
+    averaged = torch.softmax(scale_averaged(coarse_model, (1.0, 2.0))(batch), dim=1)
+    at_one = torch.softmax(coarse_model(batch), dim=1)
+    doubled = nn.functional.interpolate(batch, size=(128, 128), mode="bilinear", align_corners=False)
+    at_two = torch.softmax(
+        nn.functional.interpolate(coarse_model(doubled), size=(64, 64), mode="bilinear", align_corners=False),
+        dim=1,
+    )
+    assert not torch.allclose(at_one, at_two, atol=1e-3)
+    torch.testing.assert_close(averaged, (at_one + at_two) / 2, rtol=1e-4, atol=1e-5)
+
+
+def test_mirrors_and_scales_leave_a_pixelwise_model_on_a_flat_image_unchanged() -> None:
+    """Resizing a constant image changes nothing, so neither does any averaging of a 1x1 convolution."""
+    model = pixelwise_model()
+    batch = torch.ones(1, 3, 64, 64) * torch.tensor([0.5, -1.0, 2.0])[:, None, None]
+    plain = torch.softmax(torch_forward(model)(batch), dim=1)
+    both = torch.softmax(torch_forward(model, tta="d4", scales=(0.75, 1.0, 1.5))(batch), dim=1)
+    torch.testing.assert_close(both, plain, rtol=1e-5, atol=1e-6)
 
 
 def test_fast_bfloat16_follows_onednn_on_the_cpu_and_is_false_without_a_device() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,18 @@ class TrainedModel:
         """Number of output classes."""
         return self.schema.num_classes
 
-    def with_tta(self, tta: TestTimeAugmentation | None) -> TrainedModel:
-        """This model predicting with test-time augmentation ``tta`` (None: the config's ``eval.tta``)."""
-        if tta is None or tta == self.config.eval.tta:
+    def with_tta(
+        self, tta: TestTimeAugmentation | None, scales: Sequence[float] | None = None
+    ) -> TrainedModel:
+        """This model predicting with test-time augmentation ``tta`` at ``scales`` (None: the config's)."""
+        update: dict[str, Any] = {}
+        if tta is not None and tta != self.config.eval.tta:
+            update["tta"] = tta
+        if scales is not None and tuple(scales) != self.config.eval.scales:
+            update["scales"] = tuple(scales)
+        if not update:
             return self
-        evaluation = self.config.eval.model_copy(update={"tta": tta})
+        evaluation = self.config.eval.model_copy(update=update)
         return dataclasses.replace(self, config=self.config.model_copy(update={"eval": evaluation}))
 
     def metadata(self) -> dict[str, Any]:
@@ -69,6 +77,7 @@ class TrainedModel:
             "tile": self.config.eval.tile,
             "overlap": self.config.eval.overlap,
             "tta": self.config.eval.tta,
+            "scales": list(self.config.eval.scales),
         }
 
 

@@ -2,7 +2,7 @@
 
 A ``Literal`` per choice and a constrained type per range. The command line uses the ``Literal``
 types as its choices, ``config.py`` as field types, and the functions behind the commands as
-parameter types. The ranges (:data:`Tile`, :data:`Overlap`) are pydantic types: pydantic checks
+parameter types. The ranges (:data:`Tile`, :data:`Overlap`, :data:`Scale`) are pydantic types: pydantic checks
 them in config files, and :func:`check` everywhere else (command-line options, the predictor).
 This module imports neither torch nor anything heavy, so the command line validates its options
 before the training or inference stack is loaded.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
-from pydantic import AfterValidator, TypeAdapter, ValidationError
+from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
 
 from pointseg.errors import PointsegError
 
@@ -48,6 +48,8 @@ TILE_MULTIPLE = 32
 """Tiles are a multiple of this many pixels: the networks downsample by up to 32."""
 MAX_OVERLAP = 0.5
 """Largest fraction of a tile shared with each neighbour (beyond it a pixel is covered 3 times or more)."""
+MAX_SCALE = 4.0
+"""Largest size factor of multi-scale prediction (a 512-px tile predicted at 2048 px)."""
 
 
 def _tile(value: int) -> int:
@@ -69,6 +71,9 @@ Tile = Annotated[int, AfterValidator(_tile)]
 """Side of a sliding-window tile in pixels: a positive multiple of :data:`TILE_MULTIPLE`."""
 Overlap = Annotated[float, AfterValidator(_overlap)]
 """Fraction of a tile shared with each neighbour, in ``[0, MAX_OVERLAP]``."""
+Scale = Annotated[float, Field(gt=0, le=MAX_SCALE)]
+"""A size factor of multi-scale prediction, in ``(0, MAX_SCALE]`` (1: the tile as it is; see
+:func:`pointseg.inference.scale_averaged`)."""
 
 
 def check(kind: Any, value: T, name: str) -> T:

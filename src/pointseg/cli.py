@@ -27,6 +27,7 @@ from pointseg.choices import (
     Overlap,
     PointStrategy,
     Precision,
+    Scale,
     TestTimeAugmentation,
     Tile,
     check,
@@ -116,6 +117,28 @@ TtaOption = Annotated[
         "--tta",
         help="flips: average each tile with its two mirrors, 3x the time; d4: with its eight rotations and "
         "mirrors, 8x (default: the model's eval.tta).",
+    ),
+]
+
+
+def parse_scales(text: str | None) -> tuple[float, ...] | None:
+    """``--scales 1,1.5``: comma-separated size factors, each checked as a :data:`Scale` (None: not given)."""
+    if text is None:
+        return None
+    try:
+        scales = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise PointsegError(f"--scales {text!r}: expected numbers separated by commas, e.g. 1,1.5") from None
+    return tuple(check(Scale, scale, "--scales") for scale in scales)
+
+
+ScalesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--scales",
+        metavar="1,1.5",
+        help="Predict each tile at these sizes and average the class probabilities, e.g. 1,1.5: "
+        "1 + 1.5² = 3.25x the time (default: the model's eval.scales).",
     ),
 ]
 
@@ -429,6 +452,7 @@ def evaluate_command(
     tile: TileOption = None,
     overlap: OverlapOption = None,
     tta: TtaOption = None,
+    scales: ScalesOption = None,
     batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
     device: DeviceOption = "cpu",
     precision: PrecisionOption = "fp32",
@@ -440,9 +464,10 @@ def evaluate_command(
     from pointseg.raster import check_output_file
     from pointseg.runs import write_json
 
+    scale_factors = parse_scales(scales)
     if json_out is not None:
         check_output_file(json_out)
-    trained = load_trained_model(checkpoint, device).with_tta(tta)
+    trained = load_trained_model(checkpoint, device).with_tta(tta, scale_factors)
     discovery = discover_dataset(format, data, schema, split=split)
     refs = discovery.require_usable()
     if select:
@@ -461,7 +486,10 @@ def evaluate_command(
         )
     console.print(report.to_table(title=f"{checkpoint} on {len(refs)} image(s) of {data}"))
     if json_out is not None:
-        write_json(json_out, report_json(report, refs, checkpoint, per_image, trained.config.eval.tta))
+        evaluation = trained.config.eval
+        write_json(
+            json_out, report_json(report, refs, checkpoint, per_image, evaluation.tta, evaluation.scales)
+        )
         console.print(f"report: {json_out}")
 
 
@@ -559,6 +587,7 @@ def predict_command(
     tile: TileOption = None,
     overlap: OverlapOption = None,
     tta: TtaOption = None,
+    scales: ScalesOption = None,
     batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
     device: DeviceOption = "cpu",
     precision: PrecisionOption = "fp32",
@@ -576,7 +605,7 @@ def predict_command(
 
     from pointseg.prediction import predict_files
 
-    model = load_inference_model(checkpoint, onnx, device, precision, tta)
+    model = load_inference_model(checkpoint, onnx, device, precision, tta, parse_scales(scales))
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -618,10 +647,11 @@ def load_inference_model(
     device: Device,
     precision: Precision,
     tta: TestTimeAugmentation | None = None,
+    scales: tuple[float, ...] | None = None,
 ) -> InferenceModel:
     """The model behind ``--checkpoint`` (torch) or ``--onnx`` (ONNX Runtime); exactly one must be given.
 
-    ``tta``: the test-time augmentation to predict with (None: the model's own).
+    ``tta`` and ``scales``: the test-time augmentation and the sizes to predict with (None: the model's own).
     """
     from pointseg.export import load_onnx_model
     from pointseg.inference import torch_inference_model
@@ -634,11 +664,12 @@ def load_inference_model(
                 "--precision bf16 applies to --checkpoint (torch); ONNX models run as exported"
             )
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else None
-        return load_onnx_model(onnx, providers, tta)
+        return load_onnx_model(onnx, providers, tta, scales)
     from pointseg.checkpoint import load_trained_model
 
     assert checkpoint is not None
-    return torch_inference_model(load_trained_model(checkpoint, device).with_tta(tta), device, precision)
+    trained = load_trained_model(checkpoint, device).with_tta(tta, scales)
+    return torch_inference_model(trained, device, precision)
 
 
 @export_app.command("onnx")

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
-from pointseg.choices import CropSampling, DatasetFormat, Norm, Overlap, TestTimeAugmentation, Tile
+from pointseg.choices import CropSampling, DatasetFormat, Norm, Overlap, Scale, TestTimeAugmentation, Tile
 from pointseg.errors import PointsegError
 from pointseg.points import ProtocolSettings
 
@@ -214,9 +214,9 @@ class TrainerConfig(Section):
 class EvalConfig(Section):
     """Sliding-window settings for validation and evaluation on whole images.
 
-    ``tta`` applies to every prediction of a trained model (test, ``evaluate``, ``predict``,
-    self-training's pseudo-labels, the HTTP API), not to validation during training (``pointseg map``
-    and the labelling page train without it).
+    ``tta`` and ``scales`` apply to every prediction of a trained model (test, ``evaluate``,
+    ``predict``, self-training's pseudo-labels, the HTTP API), not to validation during training
+    (``pointseg map`` and the labelling page train without them).
     """
 
     tile: Tile = 512
@@ -226,6 +226,12 @@ class EvalConfig(Section):
         "none",
         description="flips: average the tile with its two mirrors (3x the inference time); "
         "d4: with its eight rotations and mirrors (8x)",
+    )
+    scales: tuple[Scale, ...] = Field(
+        (1.0,),
+        min_length=1,
+        description="sizes each tile is predicted at, their class probabilities averaged (DeepLab's "
+        "multi-scale evaluation): [1, 1.5] costs 1 + 1.5² = 3.25x the inference time, times the mirrors'",
     )
 
 

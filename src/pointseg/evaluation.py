@@ -49,7 +49,7 @@ def predict_samples(
         PointsegError: for a bad ``tile`` or ``overlap``, or a bad image file.
     """
     predictor = SlidingWindowPredictor(
-        torch_forward(trained.model, device, precision, trained.config.eval.tta),
+        torch_forward(trained.model, device, precision, trained.config.eval.tta, trained.config.eval.scales),
         trained.num_classes,
         check(Tile, tile or trained.config.eval.tile, "tile"),
         check(Overlap, trained.config.eval.overlap if overlap is None else overlap, "overlap"),
@@ -254,17 +254,20 @@ def report_json(
     checkpoint: Path | None,
     per_image: Sequence[dict[str, Any]] = (),
     tta: TestTimeAugmentation | None = None,
+    scales: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """The layout of ``pointseg evaluate --json``.
 
-    The report, the images scored, the checkpoint (if any), the test-time augmentation the model
-    predicted with (if given), and with ``per_image`` the :func:`image_summary` of each image.
+    The report, the images scored, the checkpoint (if any), the test-time augmentation and the
+    scales the model predicted with (if given), and with ``per_image`` the :func:`image_summary` of
+    each image.
     """
     return {
         **report.to_dict(),
         "images": [ref.id for ref in refs],
         "checkpoint": None if checkpoint is None else str(checkpoint),
         **({"tta": tta} if tta is not None else {}),
+        **({"scales": list(scales)} if scales is not None else {}),
         **({"per_image": list(per_image)} if per_image else {}),
     }
 

@@ -552,7 +552,8 @@ def evaluate_on_test(
             on_sample=scored,
         )
     require_scored_pixels(report, refs)
-    return report_json(report, refs, checkpoint, per_image, trained.config.eval.tta)
+    evaluation = trained.config.eval
+    return report_json(report, refs, checkpoint, per_image, evaluation.tta, evaluation.scales)
 
 
 def require_scored_pixels(report: SegmentationReport, refs: Sequence[SampleRef]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -70,11 +71,15 @@ def export_onnx(trained: TrainedModel, out: str | Path, sample_size: int = 256) 
 
 
 def load_onnx_model(
-    path: str | Path, providers: list[str] | None = None, tta: TestTimeAugmentation | None = None
+    path: str | Path,
+    providers: list[str] | None = None,
+    tta: TestTimeAugmentation | None = None,
+    scales: Sequence[float] | None = None,
 ) -> InferenceModel:
     """Open an ONNX file written by :func:`export_onnx` with ONNX Runtime.
 
-    ``tta``: the test-time augmentation to predict with (None: the one recorded at export).
+    ``tta`` and ``scales``: the test-time augmentation and the sizes to predict with (None: those
+    recorded at export).
 
     Raises:
         PointsegError: if the file is missing, not ONNX, or has no pointseg metadata.
@@ -103,11 +108,18 @@ def load_onnx_model(
         return torch.from_numpy(logits)
 
     tta = tta or metadata["model"].get("tta", "none")  # exports before eval.tta have none
+    scales = list(scales or metadata["model"].get("scales", [1.0]))  # nor before eval.scales
     return InferenceModel(
-        forward=tta_averaged(forward, tta),
+        forward=tta_averaged(forward, tta, scales),
         schema=ClassSchema.from_dict(metadata["schema"], source=str(path)),
         band_stats=BandStats.from_dict(metadata["band_stats"]),
         tile=int(metadata["tile"]),
         overlap=float(metadata["overlap"]),
-        metadata={**metadata["model"], "tta": tta, "runtime": "onnxruntime", "onnx": path.name},
+        metadata={
+            **metadata["model"],
+            "tta": tta,
+            "scales": scales,
+            "runtime": "onnxruntime",
+            "onnx": path.name,
+        },
     )

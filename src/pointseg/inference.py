@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import rasterio
 import torch
+import torch.nn.functional as F
 from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 from torch import nn
 
-from pointseg.choices import Overlap, Precision, TestTimeAugmentation, check
+from pointseg.choices import TILE_MULTIPLE, Overlap, Precision, TestTimeAugmentation, check
 from pointseg.errors import PointsegError
 from pointseg.normalization import BandStats
 from pointseg.raster import open_raster, read_pixels
@@ -212,14 +213,47 @@ def dihedral_averaged(forward: Forward) -> Forward:
     return averaged
 
 
-def tta_averaged(forward: Forward, tta: TestTimeAugmentation) -> Forward:
-    """``forward`` averaged as ``tta`` says: unchanged, over the mirrors, or over all eight symmetries."""
+def scale_averaged(forward: Forward, scales: Sequence[float]) -> Forward:
+    """Multi-scale prediction: the mean of a batch's class probabilities at each of ``scales``.
+
+    As DeepLab evaluates (Chen et al., 2017): at each scale the batch is resized (bilinear, antialiased
+    when shrinking, each side rounded to a multiple of :data:`~pointseg.choices.TILE_MULTIPLE`), and
+    the logits are resized back. The result is the logarithm of the mean probabilities, so that the
+    softmax the sliding window applies gives that mean. ``(1.0,)`` returns ``forward`` itself.
+    """
+    if tuple(scales) == (1.0,):
+        return forward
+
+    def at_scale(batch: torch.Tensor, scale: float) -> torch.Tensor:
+        if scale == 1:
+            return forward(batch).float()
+        height, width = batch.shape[-2:]
+        size = [
+            max(TILE_MULTIPLE, round(side * scale / TILE_MULTIPLE) * TILE_MULTIPLE)
+            for side in (height, width)
+        ]
+        resized = F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+        logits = forward(resized).float()
+        return F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+
+    def averaged(batch: torch.Tensor) -> torch.Tensor:
+        probabilities = torch.stack([torch.softmax(at_scale(batch, scale), dim=1) for scale in scales])
+        return torch.log(torch.clamp_min(probabilities.mean(dim=0), torch.finfo(torch.float32).tiny))
+
+    return averaged
+
+
+def tta_averaged(forward: Forward, tta: TestTimeAugmentation, scales: Sequence[float] = (1.0,)) -> Forward:
+    """``forward`` averaged as ``tta`` says, then over ``scales`` (see :func:`scale_averaged`).
+
+    ``tta``: unchanged (``none``), over the mirrors (``flips``), or over all eight symmetries (``d4``).
+    """
     check(TestTimeAugmentation, tta, "test-time augmentation")
     if tta == "flips":
-        return flip_averaged(forward)
-    if tta == "d4":
-        return dihedral_averaged(forward)
-    return forward
+        forward = flip_averaged(forward)
+    elif tta == "d4":
+        forward = dihedral_averaged(forward)
+    return scale_averaged(forward, scales)
 
 
 def fast_bfloat16(device: torch.device | str) -> bool:
@@ -244,10 +278,12 @@ def torch_forward(
     device: torch.device | str = "cpu",
     precision: Precision = "fp32",
     tta: TestTimeAugmentation = "none",
+    scales: Sequence[float] = (1.0,),
 ) -> Forward:
     """The fast inference path: eval mode, ``inference_mode``, channels_last, optional bf16 autocast.
 
-    ``tta`` averages each tile over its mirrors or its eight symmetries (see :func:`tta_averaged`).
+    ``tta`` averages each tile over its mirrors or its eight symmetries, and ``scales`` over sizes
+    (see :func:`tta_averaged`).
     ``bf16`` on a device without fast bfloat16 (:func:`fast_bfloat16`) is kept, with a note on stderr.
     """
     device = torch.device(device)
@@ -264,7 +300,7 @@ def torch_forward(
         with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
             return model(batch.to(device).contiguous(memory_format=torch.channels_last))
 
-    return tta_averaged(forward, tta)
+    return tta_averaged(forward, tta, scales)
 
 
 ValidMask = Callable[[int, int, int, int], np.ndarray | None]
@@ -276,7 +312,9 @@ def torch_inference_model(
 ) -> InferenceModel:
     """Wrap a checkpoint's network in the fast torch inference path."""
     return InferenceModel(
-        forward=torch_forward(trained.model, device, precision, trained.config.eval.tta),
+        forward=torch_forward(
+            trained.model, device, precision, trained.config.eval.tta, trained.config.eval.scales
+        ),
         schema=trained.schema,
         band_stats=trained.band_stats,
         tile=trained.config.eval.tile,

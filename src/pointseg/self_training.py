@@ -116,7 +116,7 @@ def predict_training_images(
     """Predict each training image whole with the sliding window of the model's ``eval`` settings."""
     evaluation = trained.config.eval
     predictor = SlidingWindowPredictor(
-        torch_forward(trained.model, device, tta=evaluation.tta),
+        torch_forward(trained.model, device, tta=evaluation.tta, scales=evaluation.scales),
         trained.num_classes,
         evaluation.tile,
         evaluation.overlap,

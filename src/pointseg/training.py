@@ -381,12 +381,16 @@ class SegmentationTask(L.LightningModule):
         self.log(name, value, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
 
     def _predict_whole(
-        self, image: torch.Tensor, valid: torch.Tensor | None = None, tta: TestTimeAugmentation = "none"
+        self,
+        image: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        tta: TestTimeAugmentation = "none",
+        scales: Sequence[float] = (1.0,),
     ) -> torch.Tensor:
         """Sliding-window labels of a ``(1, C, H, W)`` image; ``IGNORE_INDEX`` where ``valid`` is False."""
         evaluation = self.settings.eval
         predictor = SlidingWindowPredictor(
-            tta_averaged(self.model, tta),
+            tta_averaged(self.model, tta, scales),
             self.schema.num_classes,
             evaluation.tile,
             evaluation.overlap,
@@ -412,8 +416,9 @@ class SegmentationTask(L.LightningModule):
         self._log_report(self.val_metrics, self.monitor.removesuffix("_miou"))
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Like validation, on the test split, with the test-time augmentation of ``eval.tta``."""
-        labels = self._predict_whole(batch["image"], batch.get("valid"), self.settings.eval.tta)
+        """Like validation, on the test split, averaged as ``eval.tta`` and ``eval.scales`` say."""
+        evaluation = self.settings.eval
+        labels = self._predict_whole(batch["image"], batch.get("valid"), evaluation.tta, evaluation.scales)
         self.test_metrics.update(labels, batch["mask"])
 
     def on_test_epoch_end(self) -> None:

@@ -6,7 +6,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -399,8 +399,10 @@ class ControlledForward:
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def __call__(self, model: nn.Module, device: str, precision: Precision, tta: str) -> Forward:
-        forward = torch_forward(model, device, precision, "flips" if tta == "flips" else "none")
+    def __call__(
+        self, model: nn.Module, device: str, precision: Precision, tta: str, scales: Sequence[float]
+    ) -> Forward:
+        forward = torch_forward(model, device, precision, "flips" if tta == "flips" else "none", scales)
 
         def controlled(batch: torch.Tensor) -> torch.Tensor:
             if self.failing:
@@ -549,8 +551,10 @@ class SlowForward:
         self.calls = 0
         self.armed = False
 
-    def __call__(self, model: nn.Module, device: str, precision: Precision, tta: str) -> Forward:
-        forward = torch_forward(model, device, precision, "flips" if tta == "flips" else "none")
+    def __call__(
+        self, model: nn.Module, device: str, precision: Precision, tta: str, scales: Sequence[float]
+    ) -> Forward:
+        forward = torch_forward(model, device, precision, "flips" if tta == "flips" else "none", scales)
 
         def slow(batch: torch.Tensor) -> torch.Tensor:
             if self.armed:

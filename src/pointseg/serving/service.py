@@ -43,7 +43,9 @@ class ModelService:
             raise ValueError("ModelService.load needs settings with a checkpoint")
         trained = load_trained_model(settings.checkpoint, settings.device)
         evaluation = trained.config.eval
-        forward = torch_forward(trained.model, settings.device, settings.precision, evaluation.tta)
+        forward = torch_forward(
+            trained.model, settings.device, settings.precision, evaluation.tta, evaluation.scales
+        )
         predictor = SlidingWindowPredictor(
             forward,
             trained.num_classes,
