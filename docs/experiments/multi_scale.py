@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from output_adjustment import ProbabilitySink  # this folder's script: run as a script, it is on sys.path
 
 import pointseg.torchvision_compat  # noqa: F401  (before smp/timm)
 from pointseg.checkpoint import TrainedModel, load_trained_model
@@ -31,17 +32,6 @@ from pointseg.raster import read_mask
 
 SCALES = (0.75, 1.0, 1.25, 1.5)
 SCALE_SETS = [(1.0,), (0.75,), (1.25,), (1.5,), (1.0, 1.25), (1.0, 1.5), (0.75, 1.0, 1.25), SCALES]
-
-
-class ProbabilitySink:
-    """Keeps an image's ``(K, H, W)`` blended probabilities (float16, to hold a split in memory)."""
-
-    def __init__(self, classes: int, height: int, width: int) -> None:
-        self.probabilities = np.zeros((classes, height, width), dtype=np.float16)
-
-    def write(self, row: int, col: int, block: torch.Tensor) -> None:
-        """Store a block of probabilities."""
-        self.probabilities[:, row : row + block.shape[1], col : col + block.shape[2]] = block.numpy()
 
 
 def scores(
